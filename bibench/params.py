@@ -1,0 +1,91 @@
+"""Typed parameter dataclasses shared by problems and algorithms.
+
+A problem's ``Params`` and an algorithm's ``Hyper`` are frozen dataclasses. Values
+come from defaults, YAML or the CLI, are coerced to the field's type, and are checked
+by ``validate()``; every failure is a :class:`UserError` naming the owner and the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from typing import Any
+
+from bibench.errors import UserError
+
+__all__ = ["ParamsBase", "build_params", "field_types", "per_run_fields"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ParamsBase:
+    """Base of every ``Params`` / ``Hyper`` dataclass.
+
+    Subclasses declare typed fields with defaults and may override :meth:`validate`
+    (raise ``ValueError`` with a message naming the field).
+    """
+
+    def validate(self) -> None:
+        for name, typ in field_types(type(self)).items():
+            value = getattr(self, name)
+            if typ in (int, float) and isinstance(value, (int, float)) and not math.isfinite(value):
+                raise ValueError(f"{name} must be finite, got {value}")
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def field_types(cls: type) -> dict[str, Any]:
+    """Field name -> resolved type (``int``, ``float``, ``bool``, ``str`` or other)."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints.get(f.name, Any) for f in dataclasses.fields(cls)}
+
+
+def per_run_fields(cls: type) -> list[str]:
+    """Fields typed ``float``: they may differ between runs of one batch and are given to
+    the algorithm as tensors of shape ``(R, 1)``. Other fields are static per batch."""
+    return [n for n, t in field_types(cls).items() if t is float]
+
+
+def _coerce(owner: str, name: str, typ: Any, value: Any) -> Any:
+    expected = getattr(typ, "__name__", typ)
+    bad = UserError(f"bad value for {owner} parameter '{name}': {value!r} (expected {expected})")
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        raise bad
+    if typ is int:
+        if isinstance(value, bool):
+            raise bad
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise bad
+    if typ is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad
+        return float(value)
+    if typ is str:
+        if isinstance(value, str):
+            return value
+        raise bad
+    return value
+
+
+def build_params(cls: type, owner: str, values: dict[str, Any] | None) -> Any:
+    """Instantiate ``cls`` from ``values`` with coercion and validation."""
+    values = dict(values or {})
+    types = field_types(cls)
+    unknown = sorted(set(values) - set(types))
+    if unknown:
+        raise UserError(
+            f"unknown parameter '{unknown[0]}' for {owner} (known: {', '.join(types) or 'none'})"
+        )
+    kwargs = {k: _coerce(owner, k, types[k], v) for k, v in values.items()}
+    try:
+        obj = cls(**kwargs)
+        obj.validate()
+    except (ValueError, TypeError) as exc:
+        raise UserError(f"bad value for {owner}: {exc}") from None
+    return obj

@@ -1,0 +1,183 @@
+r"""The problem contract.
+
+A bilevel problem is
+
+.. math::
+
+    \min_x \Phi(x) = \min_{y \in S(x)} f(x, y), \qquad S(x) = \arg\min_y g(x, y).
+
+Every tensor carries a leading run dimension ``R``: ``x`` is ``(R, dim_x)``, ``y`` is
+``(R, dim_y)``, and ``f``/``g`` return ``(R,)``. Runs never interact, so the gradient of
+``f(x, y).sum()`` with respect to ``x`` is the stack of per-run gradients; the default
+derivative oracles below rely on that and use ``torch.func`` (forward-over-reverse for
+second derivatives).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+import torch
+from torch.func import grad, jvp
+
+from bibench.params import ParamsBase
+from bibench.rng import BatchedRNG
+
+__all__ = ["Batch", "Problem", "ProblemParams"]
+
+Batch = torch.Tensor | None
+"""Sample indices of shape ``(R, B)`` into a finite sum, or ``None`` for the full sum."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ProblemParams(ParamsBase):
+    """Parameters every problem has.
+
+    Attributes:
+        noise_std: std of additive Gaussian noise on every derivative oracle
+            (gradients, HVPs, cross derivatives); 0 is deterministic.
+        batch_size: minibatch size for finite-sum problems; 0 uses the full sum.
+        seed: seed of the problem instance (its data), distinct from run seeds.
+    """
+
+    noise_std: float = 0.0
+    batch_size: int = 0
+    seed: int = 0
+
+    def validate(self) -> None:
+        super().validate()
+        if self.noise_std < 0:
+            raise ValueError(f"noise_std must be >= 0, got {self.noise_std}")
+        if self.batch_size < 0:
+            raise ValueError(f"batch_size must be >= 0, got {self.batch_size}")
+
+
+class Problem:
+    """Base class of every problem plugin.
+
+    Required from a subclass:
+        ``Params`` (a :class:`ProblemParams` subclass), ``regime`` (one word or phrase:
+        "strongly convex", "manifold", "PL", "uniformly convex", "real data", ...),
+        a docstring whose first line is the one-line description, ``build()`` which
+        sets ``dim_x``, ``dim_y`` and the data, and ``f``, ``g``, ``init_x``, ``init_y``.
+
+    Ground truth (uncounted, untimed, used only for metrics): ``phi``, ``hypergrad``,
+    ``y_star``, ``g_star``, ``dist_to_solution_set`` and ``phi_star``. Any of them may
+    raise ``NotImplementedError``; the metric is then NaN.
+
+    Optional: analytic overrides of ``grad_x_f`` ... ``cross_xy_g`` (they must match
+    the ``torch.func`` defaults, which the tests check), finite-sum sizes
+    ``n_samples_f`` / ``n_samples_g`` (0 when not a finite sum), ``metrics`` for extra
+    per-run columns, and ``formulas`` for ``bibench show``.
+    """
+
+    name: ClassVar[str] = ""
+    regime: ClassVar[str] = ""
+    Params: ClassVar[type[ProblemParams]] = ProblemParams
+    n_samples_f: int = 0
+    n_samples_g: int = 0
+    dim_x: int
+    dim_y: int
+
+    def __init__(
+        self, params: ProblemParams | None = None, device: str | torch.device = "cpu"
+    ) -> None:
+        self.params = params if params is not None else self.Params()
+        self.device = torch.device(device)
+        self.dtype = torch.float64
+        self.build()
+
+    # -- construction ---------------------------------------------------------------
+    def build(self) -> None:
+        """Set ``dim_x``, ``dim_y`` and create the data on ``self.device``."""
+        raise NotImplementedError
+
+    def tensor(self, data: Any) -> torch.Tensor:
+        """A float64 tensor on the problem's device."""
+        return torch.as_tensor(data, dtype=self.dtype, device=self.device)
+
+    def data_generator(self) -> torch.Generator:
+        """A CPU generator seeded with ``params.seed`` for building instance data."""
+        return torch.Generator().manual_seed(int(self.params.seed))
+
+    # -- objectives -----------------------------------------------------------------
+    def f(self, x: torch.Tensor, y: torch.Tensor, batch: Batch = None) -> torch.Tensor:
+        """Upper objective, ``(R,)``."""
+        raise NotImplementedError
+
+    def g(self, x: torch.Tensor, y: torch.Tensor, batch: Batch = None) -> torch.Tensor:
+        """Lower objective, ``(R,)``."""
+        raise NotImplementedError
+
+    def init_x(self, rng: BatchedRNG) -> torch.Tensor:
+        """Initial upper iterate ``(R, dim_x)``; may use ``rng`` for per-seed draws."""
+        return torch.zeros(len(rng.seeds), self.dim_x, dtype=self.dtype, device=self.device)
+
+    def init_y(self, rng: BatchedRNG) -> torch.Tensor:
+        """Initial lower iterate ``(R, dim_y)``."""
+        return torch.zeros(len(rng.seeds), self.dim_y, dtype=self.dtype, device=self.device)
+
+    # -- derivative oracles (torch.func defaults) -------------------------------------
+    def grad_x_f(self, x: torch.Tensor, y: torch.Tensor, batch: Batch = None) -> torch.Tensor:
+        return grad(lambda x_: self.f(x_, y, batch).sum())(x)
+
+    def grad_y_f(self, x: torch.Tensor, y: torch.Tensor, batch: Batch = None) -> torch.Tensor:
+        return grad(lambda y_: self.f(x, y_, batch).sum())(y)
+
+    def grad_x_g(self, x: torch.Tensor, y: torch.Tensor, batch: Batch = None) -> torch.Tensor:
+        return grad(lambda x_: self.g(x_, y, batch).sum())(x)
+
+    def grad_y_g(self, x: torch.Tensor, y: torch.Tensor, batch: Batch = None) -> torch.Tensor:
+        return grad(lambda y_: self.g(x, y_, batch).sum())(y)
+
+    def hvp_yy_g(
+        self, x: torch.Tensor, y: torch.Tensor, v: torch.Tensor, batch: Batch = None
+    ) -> torch.Tensor:
+        r""":math:`\nabla^2_{yy} g(x, y)\, v`, shape ``(R, dim_y)``."""
+        return jvp(lambda y_: Problem.grad_y_g(self, x, y_, batch), (y,), (v,))[1]
+
+    def cross_xy_g(
+        self, x: torch.Tensor, y: torch.Tensor, v: torch.Tensor, batch: Batch = None
+    ) -> torch.Tensor:
+        r""":math:`\nabla^2_{xy} g(x, y)\, v = \nabla_x \langle \nabla_y g(x, y), v\rangle`,
+        shape ``(R, dim_x)``."""
+        return jvp(lambda y_: Problem.grad_x_g(self, x, y_, batch), (y,), (v,))[1]
+
+    # -- ground truth ---------------------------------------------------------------
+    def phi(self, x: torch.Tensor) -> torch.Tensor:
+        r"""Optimistic hyper-objective :math:`\Phi(x)`, ``(R,)``."""
+        return self.f(x, self.y_star(x))
+
+    def hypergrad(self, x: torch.Tensor) -> torch.Tensor:
+        r""":math:`\nabla\Phi(x)`, ``(R, dim_x)``."""
+        raise NotImplementedError
+
+    def y_star(self, x: torch.Tensor) -> torch.Tensor:
+        r"""Optimistic selection :math:`y^\star(x) = \arg\min_{y\in S(x)} f(x, y)`."""
+        raise NotImplementedError
+
+    def g_star(self, x: torch.Tensor) -> torch.Tensor:
+        r""":math:`g^*(x) = \min_y g(x, y)`, ``(R,)``."""
+        return self.g(x, self.y_star(x))
+
+    def dist_to_solution_set(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        r""":math:`\mathrm{dist}(y, S(x))`, ``(R,)``; the default assumes a singleton."""
+        return torch.linalg.vector_norm(y - self.y_star(x), dim=-1)
+
+    @property
+    def phi_star(self) -> float:
+        r""":math:`\min_x \Phi(x)` when known, else NaN."""
+        return float("nan")
+
+    def metrics(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Extra per-run metric columns, ``name -> (R,)``."""
+        return {}
+
+    def formulas(self) -> str:
+        """Human-readable f, g, S(x), Phi for ``bibench show``."""
+        return (type(self).__doc__ or "").strip()
+
+    @classmethod
+    def description(cls) -> str:
+        return (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""

@@ -1,0 +1,184 @@
+"""Plugin registries for problems and algorithms, and plugin discovery.
+
+Plugins are found in three places:
+
+1. the repository's ``problems/`` and ``algorithms/`` folders (one file per plugin);
+2. loose files given with ``--plugin FILE.py`` (or ``plugin:`` in YAML);
+3. installed packages exposing the entry-point group ``bibench.plugins``.
+
+Importing a plugin module runs its ``@register_problem`` / ``@register_algorithm``
+decorators. Two plugins that claim the same name are an error naming both files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import importlib.util
+import inspect
+import sys
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from bibench.errors import UserError
+
+__all__ = [
+    "ALGORITHMS",
+    "PROBLEMS",
+    "Registry",
+    "discover",
+    "get_algorithm",
+    "get_problem",
+    "load_plugin_file",
+    "register_algorithm",
+    "register_problem",
+    "source_hash",
+]
+
+T = TypeVar("T")
+ENTRY_POINT_GROUP = "bibench.plugins"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Registry:
+    """A name -> class map that remembers the file each entry came from."""
+
+    kind: str
+    entries: dict[str, type] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)
+    broken: dict[str, str] = field(default_factory=dict)  # file -> one-line error
+
+    def add(self, name: str, cls: type) -> None:
+        src = _source_file(cls)
+        if name in self.entries and self.files[name] != src:
+            raise UserError(
+                f"duplicate {self.kind} name '{name}': defined in {self.files[name]} and in {src}"
+            )
+        cls.name = name
+        self.entries[name] = cls
+        self.files[name] = src
+
+    def get(self, name: str) -> type:
+        if name not in self.entries:
+            known = ", ".join(sorted(self.entries)) or "none"
+            hint = ""
+            if self.broken:
+                hint = "; plugins that failed to import: " + "; ".join(
+                    f"{f} ({e})" for f, e in self.broken.items()
+                )
+            raise UserError(f"unknown {self.kind} '{name}' (known: {known}){hint}")
+        return self.entries[name]
+
+
+PROBLEMS = Registry("problem")
+ALGORITHMS = Registry("algorithm")
+
+
+def _source_file(cls: type) -> str:
+    try:
+        return str(Path(inspect.getsourcefile(cls) or "<unknown>").resolve())
+    except TypeError:
+        return "<unknown>"
+
+
+def register_problem(name: str) -> Callable[[type[T]], type[T]]:
+    """Class decorator: register a :class:`bibench.Problem` subclass under ``name``."""
+
+    def deco(cls: type[T]) -> type[T]:
+        PROBLEMS.add(name, cls)
+        return cls
+
+    return deco
+
+
+def register_algorithm(name: str) -> Callable[[type[T]], type[T]]:
+    """Class decorator: register a :class:`bibench.Algorithm` subclass under ``name``."""
+
+    def deco(cls: type[T]) -> type[T]:
+        ALGORITHMS.add(name, cls)
+        return cls
+
+    return deco
+
+
+def get_problem(name: str) -> type:
+    discover()
+    return PROBLEMS.get(name)
+
+
+def get_algorithm(name: str) -> type:
+    discover()
+    return ALGORITHMS.get(name)
+
+
+_loaded: set[str] = set()
+
+
+def load_plugin_file(path: str | Path, *, strict: bool = True) -> None:
+    """Import one plugin file by path. ``strict`` turns an import failure into a UserError;
+    otherwise the failure is remembered, reported on one line, and discovery goes on."""
+    path = Path(path).resolve()
+    key = str(path)
+    if key in _loaded:
+        return
+    if not path.is_file():
+        raise UserError(f"plugin file not found: {path}")
+    mod_name = f"bibench_plugins.{path.parent.name}.{path.stem}_{_short_hash(key)}"
+    spec = importlib.util.spec_from_file_location(mod_name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    _loaded.add(key)
+    try:
+        sys.modules[mod_name] = module
+        spec.loader.exec_module(module)
+    except UserError:
+        raise
+    except Exception as exc:  # a broken plugin must not take the sweep down
+        sys.modules.pop(mod_name, None)
+        msg = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        if strict:
+            raise UserError(f"plugin {path} failed to import: {msg}") from None
+        for reg in (PROBLEMS, ALGORITHMS):
+            reg.broken[key] = msg
+        warnings.warn(f"bibench: plugin {path} failed to import: {msg}", stacklevel=2)
+
+
+_discovered = False
+
+
+def discover(extra: list[str] | None = None) -> None:
+    """Import the folder plugins, the entry-point plugins and any ``extra`` files."""
+    global _discovered
+    if not _discovered:
+        _discovered = True
+        for folder in ("problems", "algorithms"):
+            for file in sorted((REPO_ROOT / folder).glob("*.py")):
+                if not file.name.startswith("_"):
+                    load_plugin_file(file, strict=False)
+        for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            try:
+                ep.load()
+            except Exception as exc:
+                msg = f"{type(exc).__name__}: {exc}".splitlines()[0]
+                warnings.warn(
+                    f"bibench: entry point {ep.name} ({ep.value}) failed: {msg}", stacklevel=2
+                )
+    for file in extra or []:
+        load_plugin_file(file, strict=True)
+
+
+def _short_hash(text: str) -> str:
+    return hashlib.sha1(text.encode()).hexdigest()[:8]
+
+
+def source_hash(cls: Any) -> str:
+    """SHA-1 of the file that defines ``cls`` (part of every run id)."""
+    src = _source_file(cls if isinstance(cls, type) else type(cls))
+    try:
+        return hashlib.sha1(Path(src).read_bytes()).hexdigest()
+    except OSError:
+        return "nosource"
