@@ -170,6 +170,23 @@ class Problem:
         r""":math:`\min_x \Phi(x)` when known, else NaN."""
         return float("nan")
 
+    def sample_solution_set(self, x: torch.Tensor, n: int) -> torch.Tensor:
+        r"""``n`` points of :math:`S(x)` per run, ``(R, n, dim_y)`` (deterministic draws),
+        used by tests to check that ``y_star`` minimises ``f`` over :math:`S(x)`."""
+        raise NotImplementedError
+
+    def flow_selection(self, x: torch.Tensor, y0: torch.Tensor) -> torch.Tensor:
+        r"""Gradient-flow selection :math:`\varphi(x, y_0) = \lim_t \varphi_t`,
+        :math:`\dot\varphi_t = -\nabla_y g(x, \varphi_t)`, :math:`\varphi_0 = y_0`
+        (Arbel & Mairal 2022), where it has a closed form."""
+        raise NotImplementedError
+
+    def selection_map_grad(self, x: torch.Tensor, y0: torch.Tensor) -> torch.Tensor:
+        r""":math:`\nabla_x \mathcal L_\varphi(x, y_0)` with
+        :math:`\mathcal L_\varphi(x, y_0) = f(x, \varphi(x, y_0))`: BGS-Opt's own
+        stationarity measure, where it has a closed form."""
+        raise NotImplementedError
+
     def metrics(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         """Extra per-run metric columns, ``name -> (R,)``."""
         return {}
