@@ -48,6 +48,7 @@ class AIDCG(Algorithm):
     """
 
     Hyper = AIDCGHyper
+    control_budget = 10_000
     grid = {"lr_x": [0.01, 0.03, 0.1, 0.3], "lr_y": [0.1, 0.5, 1.0]}
 
     def init(self, problem, oracle, x0, y0, rng):

@@ -83,6 +83,11 @@ class Algorithm:
     name: ClassVar[str] = ""
     Hyper: ClassVar[type[HyperParams]] = HyperParams
     grid: ClassVar[dict[str, list[Any]]] = {}
+    control_budget: ClassVar[int] = 0
+    """Oracle calls within which the defaults reach ||grad Phi|| <= 1e-6 on the
+    deterministic ``quadratic`` at its default parameters (the stated control budget)."""
+    zero_respecting: ClassVar[bool] = True
+    """Whether iterates stay in the span of oracle outputs (Chen, Xu, Zhang 2024)."""
     oracle: Oracle
     problem: Problem
 

@@ -30,6 +30,7 @@ import torch
 __all__ = ["LinearSolver", "MatVec", "cg", "dense_pinv", "make_estimator", "min_norm", "neumann"]
 
 MatVec = Callable[..., torch.Tensor]
+RESIDUAL_FLOOR = 1e-13  # relative residual at which CG treats a run as solved
 
 
 class LinearSolver(Protocol):
@@ -72,6 +73,9 @@ def _cg(
     r = b - matvec(v) if init is not None else b.clone()
     p = r.clone()
     rr = _dot(r, r)
+    # Below this residual a run is solved to rounding; more steps would divide rounding
+    # noise by rounding noise (and blow up on singular systems), so the run is frozen.
+    floor = (RESIDUAL_FLOOR * torch.linalg.vector_norm(b, dim=-1, keepdim=True)) ** 2
     active: torch.Tensor | None = None
     for _ in range(n_iter):
         if tol > 0:
@@ -79,13 +83,14 @@ def _cg(
             if not bool(active.any()):
                 break
         hp = matvec(p, active=active) if active is not None else matvec(p)
-        alpha = _safe_div(rr, _dot(p, hp))
+        live = rr > floor
         if active is not None:
-            alpha = alpha * active[:, None]
+            live = live & active[:, None]
+        alpha = torch.where(live, _safe_div(rr, _dot(p, hp)), torch.zeros_like(rr))
         v = v + alpha * p
         r = r - alpha * hp
-        rr_new = _dot(r, r)
-        p = r + _safe_div(rr_new, rr) * p
+        rr_new = torch.where(live, _dot(r, r), rr)
+        p = torch.where(live, r + _safe_div(rr_new, rr) * p, p)
         rr = rr_new
     return v
 
