@@ -1,0 +1,47 @@
+"""Control check for every registered algorithm on the strongly convex quadratic.
+
+Deterministic: the defaults reach ||grad Phi|| <= 1e-6 within the algorithm's stated
+``control_budget``. Stochastic: the final ||grad Phi|| shrinks as the noise std shrinks
+(median over seeds, same budget, same seeds).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from bibench.config import Budget, RunConfig, expand
+from bibench.registry import ALGORITHMS, discover
+from bibench.runner import execute_batch
+
+discover()
+NAMES = sorted(ALGORITHMS.entries)
+# the real-data or paper-faithful variants whose oracle is not a generic one are exempt
+EXEMPT = {"unibio_faithful"}
+
+
+def final_norms(name: str, budget: int, seeds, **params) -> list[float]:
+    cfg = RunConfig(problems=[("quadratic", params)], algorithms=[(name, {})], seeds=list(seeds),
+                    budget=Budget(max_calls=budget))  # fmt: skip
+    frames = execute_batch(expand(cfg))
+    for f in frames:
+        assert f["status"].iloc[-1] == "done", f["error"].iloc[-1]
+    return [f["hypergrad_norm"].iloc[-1] for f in frames]
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if n not in EXEMPT])
+def test_deterministic_defaults_reach_1e_6_within_the_stated_budget(name):
+    budget = ALGORITHMS.entries[name].control_budget
+    assert budget > 0, f"{name} states no control_budget"
+    norms = final_norms(name, budget, seeds=[0, 1])
+    assert max(norms) <= 1e-6, norms
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if n not in EXEMPT])
+def test_stochastic_final_hypergrad_shrinks_with_the_noise(name):
+    budget = ALGORITHMS.entries[name].control_budget
+    seeds = range(5)
+    median = []
+    for std in (1.0, 0.1, 0.01):
+        norms = sorted(final_norms(name, budget, seeds, noise_std=std))
+        median.append(norms[len(norms) // 2])
+    assert median[0] > median[1] > median[2], median
