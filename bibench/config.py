@@ -14,6 +14,19 @@ Example ``configs/example.yml``::
     device: auto
     plugin: [my_alg.py]
 
+A config may instead (or also) hold ``experiments:``, a list of blocks, each with its
+own ``problems`` and ``algorithms`` (and optionally ``seeds``, ``budget``, ...); every
+block is crossed on its own and inherits the top-level keys it does not set. This is how one file
+gives each problem family the step sizes that are stable on it::
+
+    seeds: 5
+    experiments:
+      - problems: {quadratic: {}}
+        algorithms: {aid_cg: {}, stocbio: {}}
+      - problems: {hat_kink: {}}
+        algorithms: {aid_cg: {lr_y: 0.5}}
+        budget: 2000
+
 On the command line the same names are ``--problems quadratic[dim_y=20],p1``,
 ``--algorithms aid_cg[lr_x=0.5],stocbio``, ``--seeds``, ``--budget`` and so on.
 """
@@ -40,8 +53,11 @@ __all__ = ["Budget", "RunConfig", "RunSpec", "expand", "load_yaml", "parse_name_
 CONFIG_KEYS = {
     "problems", "algorithms", "seeds", "budget", "max_time", "max_steps",
     "checkpoint_ratio", "out", "device", "plugin", "batch_size", "executor", "workers",
-    "shard", "devices", "grid",
+    "shard", "devices", "grid", "scheduler", "slurm", "threads", "experiments",
 }  # fmt: skip
+# keys a block of ``experiments:`` may set for itself
+BLOCK_KEYS = {"problems", "algorithms", "seeds", "budget", "max_time", "max_steps",
+              "checkpoint_ratio", "grid"}  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,6 +143,7 @@ class RunConfig:
     device: str = "auto"
     plugins: list[str] = dataclasses.field(default_factory=list)
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)  # executor options etc.
+    blocks: list[RunConfig] = dataclasses.field(default_factory=list)  # ``experiments:``
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
@@ -257,15 +274,41 @@ def from_mapping(data: dict[str, Any], base: RunConfig | None = None) -> RunConf
     if "plugin" in data:
         plug = data["plugin"]
         cfg.plugins = [plug] if isinstance(plug, str) else list(plug)
-    for key in ("batch_size", "executor", "workers", "shard", "devices", "grid"):
+    for key in ("batch_size", "executor", "workers", "shard", "devices", "grid", "scheduler",
+                "slurm", "threads"):  # fmt: skip
         if key in data:
             cfg.extra[key] = data[key]
+    if "experiments" in data:
+        cfg.blocks = [_block(i, b, cfg) for i, b in enumerate(_block_list(data["experiments"]))]
     return cfg
 
 
+def _block_list(value: Any) -> list[dict[str, Any]]:
+    if not isinstance(value, list) or not all(isinstance(b, dict) for b in value):
+        raise UserError("malformed experiments: expected a list of mappings")
+    return value
+
+
+def _block(i: int, data: dict[str, Any], parent: RunConfig) -> RunConfig:
+    unknown = sorted(set(data) - BLOCK_KEYS)
+    if unknown:
+        known = ", ".join(sorted(BLOCK_KEYS))
+        raise UserError(f"unknown key '{unknown[0]}' in experiments[{i}] (known: {known})")
+    base = dataclasses.replace(parent, extra=dict(parent.extra), blocks=[])
+    return from_mapping(data, base)
+
+
 def expand(cfg: RunConfig) -> list[RunSpec]:
-    """All runs: problems × algorithm hyperparameter points × seeds, validated."""
+    """All runs: problems × algorithm hyperparameter points × seeds, validated; with
+    ``experiments:`` blocks, the union of each block's runs (duplicates once)."""
     discover(cfg.plugins)
+    if cfg.blocks:
+        specs = [s for block in cfg.blocks for s in _expand_one(block)]
+        return list({s.run_id: s for s in specs}.values())
+    return _expand_one(cfg)
+
+
+def _expand_one(cfg: RunConfig) -> list[RunSpec]:
     if not cfg.problems:
         raise UserError("no problems given (use --problems or 'problems:' in the config)")
     if not cfg.algorithms:

@@ -59,8 +59,42 @@ class Oracle:
         self.noise_std = float(problem.params.noise_std)
         self.batch_size = int(problem.params.batch_size)
         zeros = lambda: torch.zeros(self.n_runs, dtype=torch.int64, device=rng.device)  # noqa: E731
-        self.counts: dict[str, torch.Tensor] = {t: zeros() for t in ORACLE_TYPES}
-        self.samples = zeros()
+        self._counts: dict[str, torch.Tensor] = {t: zeros() for t in ORACLE_TYPES}
+        self._samples = zeros()
+        # Calls made for every run are tallied as Python ints and added to the tensors
+        # when read: a tensor update per call would cost as much as a small oracle.
+        self._pending: dict[str, int] = dict.fromkeys(ORACLE_TYPES, 0)
+        self._pending_samples = 0
+        self._uniform_total = 0  # calls counted for every run
+        self._masked = False  # whether a call counted for some runs only (``active``)
+        self._epochs: dict[str, tuple[torch.Tensor, int]] = {}  # which -> (perm, used)
+
+    def _flush(self) -> None:
+        for t, k in self._pending.items():
+            if k:
+                self._counts[t] += k
+                self._pending[t] = 0
+        if self._pending_samples:
+            self._samples += self._pending_samples
+            self._pending_samples = 0
+
+    def uniform_total(self) -> int | None:
+        """All calls so far, per run, when every call counted for every run (the total is
+        then the same for all runs and known without reading the device); ``None`` once
+        a call was counted with an ``active`` mask."""
+        return None if self._masked else self._uniform_total
+
+    @property
+    def counts(self) -> dict[str, torch.Tensor]:
+        """Calls so far by type, per run, ``type -> (R,)`` int64."""
+        self._flush()
+        return self._counts
+
+    @property
+    def samples(self) -> torch.Tensor:
+        """Sample evaluations so far, per run, ``(R,)`` int64."""
+        self._flush()
+        return self._samples
 
     @property
     def stochastic(self) -> bool:
@@ -81,15 +115,33 @@ class Oracle:
         when the problem is not a finite sum or ``batch_size`` is 0)."""
         if not self._minibatch(which):
             return None
+        if self.problem.epoch_sampling:
+            return self._next_in_epoch(which)
         return self.rng.randint(self._n(which), self.batch_size)
+
+    def _next_in_epoch(self, which: str) -> torch.Tensor:
+        """The next ``batch_size`` indices of each run's permutation of the finite sum; a
+        fresh per-run permutation once the current one has too few left (drop-last)."""
+        n, size = self._n(which), self.batch_size
+        perm, used = self._epochs.get(which, (None, n))
+        if used + size > n:
+            perm, used = torch.argsort(self.rng.uniform(n), dim=-1), 0
+        self._epochs[which] = (perm, used + size)
+        return perm[:, used : used + size]
 
     # -- bookkeeping ----------------------------------------------------------------
     def _count(self, kind: str, batch: Batch, active: torch.Tensor | None) -> None:
-        inc = torch.ones_like(self.samples) if active is None else active.to(torch.int64)
-        self.counts[kind] += inc
         which = _SAMPLE_SET.get(kind, "g")
         used = batch.shape[-1] if batch is not None else max(self._n(which), 1)
-        self.samples += inc * used
+        if active is None:
+            self._pending[kind] += 1
+            self._pending_samples += used
+            self._uniform_total += 1
+            return
+        self._masked = True
+        inc = active.to(torch.int64)
+        self._counts[kind] += inc
+        self._samples += inc * used
 
     def _batch(self, kind: str, batch: Batch) -> Batch:
         if batch is None and kind not in ("f", "g"):

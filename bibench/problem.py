@@ -77,6 +77,10 @@ class Problem:
     Params: ClassVar[type[ProblemParams]] = ProblemParams
     n_samples_f: int = 0
     n_samples_g: int = 0
+    epoch_sampling: ClassVar[bool] = False
+    """Minibatches by epochs: each run walks through its own random permutation of the
+    finite sum and reshuffles when fewer than ``batch_size`` samples are left (no
+    replacement within an epoch). False: independent uniform draws on every call."""
     dim_x: int
     dim_y: int
 

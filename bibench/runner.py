@@ -13,32 +13,57 @@ leading run dimension. :func:`execute_batch` owns the loop:
   value is stopped and recorded with status ``diverged``; the others go on;
 * failure: an exception inside the algorithm fails that batch only (status
   ``failed``, recorded but retried on the next ``run``).
+
+Cost (see ``bibench bench``): per step the harness reads one packed ``(9, R)`` tensor
+(call counts, finiteness) from the device, which is synchronised for the clock anyway;
+checkpoint rows are kept as per-checkpoint arrays and cut into per-run frames once at
+the end. Batch size: ``plan(..., "auto")`` caps a batch by memory, from a probe of the
+memory one run adds (:func:`memory_per_run`) against the free memory
+(:func:`available_memory`). Rows never depend on the batch size: every run draws its
+randomness from its own counter-based stream.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import platform
 import time
 import traceback
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 from bibench import __version__
-from bibench.algorithm import batch_hyper
+from bibench.algorithm import Algorithm, batch_hyper
 from bibench.config import RunSpec
 from bibench.oracle import ORACLE_TYPES, Oracle
 from bibench.params import per_run_fields
+from bibench.problem import Problem
 from bibench.registry import get_algorithm, get_problem
 from bibench.rng import BatchedRNG
 
-__all__ = ["BLOWUP", "execute_batch", "plan", "resolve_device", "sync"]
+__all__ = [
+    "BLOWUP",
+    "auto_batch_size",
+    "available_memory",
+    "batch_key",
+    "execute_batch",
+    "memory_per_run",
+    "plan",
+    "resolve_device",
+    "sync",
+]
 
 BLOWUP = 1e10  # |x| or |y| beyond this counts as divergence
+MEMORY_FRACTION = 0.5  # share of the free memory an automatic batch size may fill
+PROBE_SIZES = (1, 3)  # runs in the probe batches of memory_per_run
 STREAM_INIT, STREAM_ORACLE, STREAM_ALGORITHM = 1, 2, 3
 
 
@@ -59,7 +84,8 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _batch_key(spec: RunSpec) -> tuple:
+def batch_key(spec: RunSpec) -> tuple:
+    """Runs with equal keys can share a lockstep batch."""
     static = tuple(
         (f.name, getattr(spec.hyper, f.name))
         for f in dataclasses.fields(spec.hyper)
@@ -68,16 +94,107 @@ def _batch_key(spec: RunSpec) -> tuple:
     return (spec.problem, spec.problem_params, spec.algorithm, static, spec.budget)
 
 
-def plan(specs: Iterable[RunSpec], max_batch: int = 0) -> list[list[RunSpec]]:
-    """Group runs into lockstep batches (at most ``max_batch`` runs each if > 0)."""
+def _start(
+    specs: list[RunSpec], device: torch.device, problem: Problem
+) -> tuple[Algorithm, Oracle, Any]:
+    """The batch's algorithm, its counting oracle and its initial state."""
+    seeds = torch.tensor([s.seed for s in specs], dtype=torch.int64, device=device)
+    init_rng = BatchedRNG(seeds, STREAM_INIT)
+    x0, y0 = problem.init_x(init_rng), problem.init_y(init_rng)
+    oracle = Oracle(problem, BatchedRNG(seeds, STREAM_ORACLE))
+    algorithm = get_algorithm(specs[0].algorithm)(batch_hyper([s.hyper for s in specs], device))
+    state = algorithm.init(problem, oracle, x0, y0, BatchedRNG(seeds, STREAM_ALGORITHM))
+    return algorithm, oracle, state
+
+
+def plan(
+    specs: Iterable[RunSpec],
+    max_batch: int | str = 0,
+    device: str | torch.device = "cpu",
+    sharers: int = 1,
+) -> list[list[RunSpec]]:
+    """Group runs into lockstep batches of at most ``max_batch`` runs (0: no cap;
+    ``"auto"``: the cap :func:`auto_batch_size` finds for ``device``, shared by
+    ``sharers`` concurrent batches)."""
     groups: dict[tuple, list[RunSpec]] = {}
     for spec in specs:
-        groups.setdefault(_batch_key(spec), []).append(spec)
+        groups.setdefault(batch_key(spec), []).append(spec)
     batches = []
     for group in groups.values():
-        size = max_batch if max_batch > 0 else len(group)
+        if max_batch == "auto":
+            try:
+                size = min(len(group), max(1, auto_batch_size(group[0], device) // sharers))
+            except Exception:  # a probe that fails: execute_batch records the failure
+                size = len(group)
+        else:
+            size = int(max_batch) if int(max_batch) > 0 else len(group)
         batches.extend(group[i : i + size] for i in range(0, len(group), size))
     return batches
+
+
+class _AllocatedBytes(TorchDispatchMode):
+    """Bytes of the fresh tensors every op returns: an upper bound on the peak memory
+    of the code it watches (frees are not seen), for devices without allocator stats."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bytes = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        inputs = {
+            a.untyped_storage().data_ptr()
+            for a in tree_leaves((args, kwargs))
+            if isinstance(a, torch.Tensor)
+        }
+        for t in tree_leaves(out):
+            if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() not in inputs:
+                self.bytes += t.untyped_storage().nbytes()
+        return out
+
+
+def available_memory(device: str | torch.device) -> int:
+    """Free bytes: the CUDA driver's count, or the host's available RAM."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except ImportError:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def memory_per_run(spec: RunSpec, device: str | torch.device = "cpu") -> float:
+    """Bytes one more run adds to a batch, from probe batches of 1 and 3 runs (init and
+    one step each): the growth of the allocator's peak on CUDA, of the bytes allocated
+    (:class:`_AllocatedBytes`, an overestimate) elsewhere. Never less than ``x`` and ``y``."""
+    device = torch.device(device)
+    problem = get_problem(spec.problem)(spec.problem_params, device)
+    used = []
+    for n in PROBE_SIZES:
+        specs = [dataclasses.replace(spec, seed=spec.seed + i) for i in range(n)]
+        if device.type == "cuda":
+            sync(device)
+            torch.cuda.reset_peak_memory_stats(device)
+            base = torch.cuda.memory_allocated(device)
+            algorithm, _, state = _start(specs, device, problem)
+            algorithm.step(state)
+            sync(device)
+            used.append(torch.cuda.max_memory_allocated(device) - base)
+        else:
+            with _AllocatedBytes() as counter:
+                algorithm, _, state = _start(specs, device, problem)
+                algorithm.step(state)
+            used.append(counter.bytes)
+    floor = 8 * (problem.dim_x + problem.dim_y)
+    return max((used[1] - used[0]) / (PROBE_SIZES[1] - PROBE_SIZES[0]), floor)
+
+
+def auto_batch_size(spec: RunSpec, device: str | torch.device = "cpu") -> int:
+    """The most runs like ``spec`` that fit in ``MEMORY_FRACTION`` of the free memory."""
+    return max(1, int(MEMORY_FRACTION * available_memory(device) / memory_per_run(spec, device)))
 
 
 def _nan_if_missing(fn: Callable[[], torch.Tensor], n: int, device) -> torch.Tensor:
@@ -125,86 +242,163 @@ def _static_columns(spec: RunSpec, device: torch.device, batch_size: int) -> dic
     return cols
 
 
+class _Recorder:
+    """Checkpoint rows of a batch, kept as per-checkpoint arrays over the runs and cut into
+    one frame per run at the end (one DataFrame per run, not one dict per row)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.due: list[np.ndarray] = []
+        self.columns: dict[str, list[np.ndarray]] = {}
+
+    def add(self, due: np.ndarray, columns: dict[str, np.ndarray]) -> None:
+        k = len(self.due)
+        self.due.append(due)
+        for name, values in columns.items():
+            # a metric that appears late is NaN at the earlier checkpoints
+            col = self.columns.setdefault(name, [np.full(self.n, np.nan)] * k)
+            col.append(values)
+        for col in self.columns.values():
+            if len(col) == k:
+                col.append(np.full(self.n, np.nan))
+
+    def frames(
+        self, static: list[dict[str, Any]], status: list[str], errors: list[str]
+    ) -> list[pd.DataFrame]:
+        """One frame per run, cut from one batch-wide frame (so that pandas builds and
+        infers each column once, not once per run)."""
+        if self.due:
+            due = np.stack(self.due).T  # (R, checkpoints)
+            data: dict[str, Any] = {k: np.stack(c).T[due] for k, c in self.columns.items()}
+            lengths = due.sum(1)
+        else:  # failed before the first checkpoint: one row with only ``step``
+            data, lengths = {"step": np.zeros(self.n, dtype=np.int64)}, np.ones(self.n, int)
+        per_run = {k: [row[k] for row in static] for k in static[0]}
+        per_run.update(status=status, error=errors)
+        for k, values in per_run.items():
+            kind = {type(v) for v in values}
+            if len(kind) == 1 and kind <= {int, float, bool}:  # the dtype a scalar would get
+                data[k] = np.repeat(np.array(values), lengths)
+            else:  # strings and the rest: pandas infers from the objects
+                data[k] = [v for v, m in zip(values, lengths.tolist()) for _ in range(m)]
+        table = pd.DataFrame(data)
+        ends = np.cumsum(lengths)
+        return [
+            table.iloc[end - length : end].reset_index(drop=True)
+            for end, length in zip(ends.tolist(), lengths.tolist())
+        ]
+
+
 def execute_batch(specs: list[RunSpec], device: str | torch.device = "cpu") -> list[pd.DataFrame]:
-    """Run one lockstep batch; return one results frame per run (in ``specs`` order)."""
+    """Run one lockstep batch; return one results frame per run (in ``specs`` order).
+
+    Host reads per step: one packed ``(9, R)`` transfer of the call counts and the
+    finiteness flags (the device is synchronised for the clock anyway); everything
+    else stays on the device until a checkpoint is due.
+    """
     device = torch.device(device)
     first = specs[0]
     n = len(specs)
     static = [_static_columns(s, device, n) for s in specs]
-    rows: list[list[dict[str, Any]]] = [[] for _ in specs]
+    record = _Recorder(n)
     status = ["running"] * n
     errors = [""] * n
     budget = first.budget
     try:
         problem = get_problem(first.problem)(first.problem_params, device)
-        seeds = torch.tensor([s.seed for s in specs], dtype=torch.int64, device=device)
-        init_rng = BatchedRNG(seeds, STREAM_INIT)
-        x0, y0 = problem.init_x(init_rng), problem.init_y(init_rng)
-        oracle = Oracle(problem, BatchedRNG(seeds, STREAM_ORACLE))
-        algorithm = get_algorithm(first.algorithm)(batch_hyper([s.hyper for s in specs], device))
-
         sync(device)
         start = time.perf_counter()
-        state = algorithm.init(problem, oracle, x0, y0, BatchedRNG(seeds, STREAM_ALGORITHM))
+        algorithm, oracle, state = _start(specs, device, problem)
         sync(device)
         elapsed = time.perf_counter() - start
-        active = torch.ones(n, dtype=torch.bool)
-        next_ckpt = torch.zeros(n, dtype=torch.float64)
+        # per-step bookkeeping on host numpy arrays: a numpy op on R values costs a
+        # fraction of a torch op, and this loop runs once per step
+        active = np.ones(n, dtype=bool)
+        next_ckpt = np.zeros(n)
+        cuda = device.type == "cuda"  # sync() inlined: this loop runs once per step
         step = 0
-        last_total = oracle.total().cpu()
+        last_total = None
+
+        next_due = 0.0  # smallest next checkpoint of an active run
+        stopped = None  # ~active on the device, once a run has stopped
+        last_uniform = None
+        no_grad = torch.no_grad()
 
         while True:
-            total = oracle.total().cpu()
-            with torch.no_grad():
-                finite = (
-                    torch.isfinite(state.x).all(-1)
-                    & torch.isfinite(state.y).all(-1)
-                    & (state.x.abs().amax(-1) < BLOWUP)
-                    & (state.y.abs().amax(-1) < BLOWUP)
-                ).cpu()
-            diverged = active & ~finite
-            out_of_calls = active & (total >= budget.max_calls)
-            out_of_time = budget.max_time > 0 and elapsed >= budget.max_time
-            out_of_steps = step >= budget.max_steps
-            stopping = diverged | out_of_calls
-            if out_of_time or out_of_steps:
-                stopping = stopping | active
-            due = active & ((total.double() >= next_ckpt) | stopping)
-            if bool(due.any()):
-                metrics = _ground_truth(problem, algorithm, state)
-                counts = {t: c.cpu() for t, c in oracle.counts.items()}
-                samples = oracle.samples.cpu()
-                for r in torch.nonzero(due).flatten().tolist():
-                    row = {
-                        "step": step,
-                        "oracle_calls": int(total[r]),
-                        "samples": int(samples[r]),
-                        "wall_time": elapsed,
-                        **{f"n_{t}": int(counts[t][r]) for t in ORACLE_TYPES},
-                        **{k: float(v[r]) for k, v in metrics.items()},
+            with no_grad:
+                # |v| < BLOWUP is False for NaN and inf too: one test for non-finite and blow-up
+                iterates = torch.cat([state.x.flatten(1), state.y.flatten(1)], 1)
+                bounded = iterates.abs() < BLOWUP
+            # Fast path: when every call so far counted for every run, the totals are one
+            # host integer; if it reaches no checkpoint nor the budget, made progress, and
+            # every active run is finite, the full check below would change nothing.
+            uniform = oracle.uniform_total()
+            fast = (
+                uniform is not None
+                and last_uniform is not None
+                and uniform != last_uniform
+                and uniform < min(next_due, budget.max_calls)
+                and not (budget.max_time > 0 and elapsed >= budget.max_time)
+                and step < budget.max_steps
+            )
+            if fast:
+                with no_grad:
+                    ok = bounded.all() if stopped is None else (bounded.all(-1) | stopped).all()
+                fast = bool(ok)
+            last_uniform = uniform
+            if fast:
+                last_total = uniform
+            else:
+                with no_grad:
+                    finite = bounded.all(-1).to(torch.int64)
+                    counts = torch.stack([*(oracle.counts[t] for t in ORACLE_TYPES), finite])
+                    packed = counts.cpu().numpy()  # the one host read
+                counts, finite = packed[:-1], packed[-1].astype(bool)
+                total = counts.sum(0)
+                if last_total is not None and (active & (total == last_total)).any():
+                    raise RuntimeError("algorithm made no counted oracle call in one step")
+                last_total = total
+                diverged = active & ~finite
+                out_of_calls = active & (total >= budget.max_calls)
+                out_of_time = budget.max_time > 0 and elapsed >= budget.max_time
+                out_of_steps = step >= budget.max_steps
+                stopping = diverged | out_of_calls
+                if out_of_time or out_of_steps:
+                    stopping = stopping | active
+                due = active & ((total >= next_ckpt) | stopping)
+                if due.any():
+                    metrics = _ground_truth(problem, algorithm, state)
+                    columns = {
+                        "step": np.full(n, step, dtype=np.int64),
+                        "oracle_calls": total,
+                        "samples": oracle.samples.cpu().numpy().copy(),  # counts grow in place
+                        "wall_time": np.full(n, elapsed),
+                        **{f"n_{t}": counts[i] for i, t in enumerate(ORACLE_TYPES)},
+                        **{k: v.numpy().copy() for k, v in metrics.items()},
                     }
-                    rows[r].append(row)
-                next_ckpt = torch.where(
-                    due, torch.maximum(next_ckpt * budget.checkpoint_ratio, total + 1.0), next_ckpt
-                )
-            for r in torch.nonzero(stopping).flatten().tolist():
-                status[r] = "diverged" if diverged[r] else "done"
-                if diverged[r]:
-                    errors[r] = f"non-finite or |iterate| > {BLOWUP:g} at step {step}"
-            active = active & ~stopping
-            if not bool(active.any()):
-                break
+                    record.add(due, columns)
+                    next_ckpt = np.where(
+                        due, np.maximum(next_ckpt * budget.checkpoint_ratio, total + 1.0), next_ckpt
+                    )
+                if stopping.any():
+                    for r in np.flatnonzero(stopping).tolist():
+                        status[r] = "diverged" if diverged[r] else "done"
+                        if diverged[r]:
+                            errors[r] = f"non-finite or |iterate| > {BLOWUP:g} at step {step}"
+                    active = active & ~stopping
+                    if not active.any():
+                        break
+                    stopped = torch.from_numpy(~active).to(device)
+                next_due = next_ckpt[active].min()
 
-            sync(device)
+            if cuda:
+                torch.cuda.synchronize(device)
             start = time.perf_counter()
             state = algorithm.step(state)
-            sync(device)
+            if cuda:
+                torch.cuda.synchronize(device)
             elapsed += time.perf_counter() - start
             step += 1
-            total = oracle.total().cpu()
-            if bool((active & (total == last_total)).any()):
-                raise RuntimeError("algorithm made no counted oracle call in one step")
-            last_total = total
     except Exception as exc:  # one failing batch must not take the sweep down
         msg = f"{type(exc).__name__}: {exc}".splitlines()[0]
         where = traceback.extract_tb(exc.__traceback__)[-1]
@@ -212,14 +406,4 @@ def execute_batch(specs: list[RunSpec], device: str | torch.device = "cpu") -> l
         for r in range(n):
             if status[r] == "running":
                 status[r], errors[r] = "failed", msg
-                rows[r] = rows[r] or [{"step": 0}]
-
-    frames = []
-    for r in range(n):
-        df = pd.DataFrame(rows[r])
-        for k, v in static[r].items():
-            df[k] = v
-        df["status"] = status[r]
-        df["error"] = errors[r]
-        frames.append(df)
-    return frames
+    return record.frames(static, status, errors)

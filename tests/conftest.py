@@ -1,4 +1,4 @@
-"""Shared fixtures: float64 everywhere, and a clean working directory per test."""
+"""Shared setup: float64 everywhere (the synthetic problems' closed forms are float64)."""
 
 from __future__ import annotations
 

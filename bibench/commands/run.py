@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 
+import torch
+
 from bibench import config
 from bibench.errors import UserError
+from bibench.executors import EXECUTORS
 from bibench.runner import resolve_device
 from bibench.sweep import run_sweep
 
@@ -24,8 +27,18 @@ def register(sub) -> None:
     p.add_argument("--plugin", action="append", metavar="FILE.py", help="extra plugin file")
     p.add_argument("--grid", action="store_true", default=None,
                    help="use each algorithm's default grid instead of its defaults")  # fmt: skip
-    p.add_argument("--batch-size", type=int, dest="batch_size",
-                   help="max runs per lockstep batch (0: all)")  # fmt: skip
+    p.add_argument("--batch-size", dest="batch_size",
+                   help="max runs per lockstep batch (0: all; auto: by free memory)")  # fmt: skip
+    p.add_argument("--executor", choices=sorted(EXECUTORS),
+                   help="where batches run (default serial)")  # fmt: skip
+    p.add_argument("--workers", type=int, help="worker processes (default: one per core)")
+    p.add_argument("--shard", metavar="i/N", help="run only shard i (1..N) of the grid")
+    p.add_argument("--devices", help="comma list, e.g. cuda:0,cuda:1: one worker per device")
+    p.add_argument("--scheduler", metavar="ADDRESS", help="Dask scheduler (default: a local one)")
+    p.add_argument("--slurm", metavar="KEY=VALUE,...",
+                   help="submitit options, e.g. slurm_partition=gpu,timeout_min=60")  # fmt: skip
+    p.add_argument("--threads", type=int,
+                   help="torch threads per process (default: torch's own)")  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -43,21 +56,101 @@ def config_from_args(args: argparse.Namespace) -> config.RunConfig:
         "plugin": args.plugin,
         "grid": args.grid,
         "batch_size": args.batch_size,
+        "executor": args.executor,
+        "workers": args.workers,
+        "shard": args.shard,
+        "devices": args.devices,
+        "scheduler": args.scheduler,
+        "slurm": _key_values(args.slurm) if args.slurm else None,
+        "threads": args.threads,
     }
-    data.update({k: v for k, v in flags.items() if v is not None})
+    given = {k: v for k, v in flags.items() if v is not None}
+    if data.get("experiments"):
+        # with blocks, --problems/--algorithms select among the blocks' runs by name
+        selected = {k: given.pop(k) for k in ("problems", "algorithms") if k in given}
+        data.update(given)
+        cfg = config.from_mapping(data)
+        for key, text in selected.items():
+            cfg.extra["only_" + key] = {n for n, _ in config.parse_name_list(text, key)}
+        return cfg
+    data.update(given)
     return config.from_mapping(data)
+
+
+def select(specs: list[config.RunSpec], cfg: config.RunConfig) -> list[config.RunSpec]:
+    """Keep the runs whose names ``--problems``/``--algorithms`` picked from a blocked config."""
+    only_p = cfg.extra.get("only_problems")
+    only_a = cfg.extra.get("only_algorithms")
+    for names, known in ((only_p, {s.problem for s in specs}),
+                         (only_a, {s.algorithm for s in specs})):  # fmt: skip
+        for name in sorted(names or ()):
+            if name not in known:
+                raise UserError(f"'{name}' is not in this config's experiments")
+    return [
+        s for s in specs
+        if (not only_p or s.problem in only_p) and (not only_a or s.algorithm in only_a)
+    ]  # fmt: skip
+
+
+def _key_values(text: str) -> dict:
+    """``k=v,k2=v2`` -> ``{k: v, k2: v2}`` with YAML values (as in ``name[k=v]``)."""
+    ((_, values),) = config.parse_name_list(f"slurm[{text}]", "slurm options")
+    return values
+
+
+def _batch_size(value) -> int | str:
+    if value == "auto":
+        return value
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise UserError(f"bad value for batch_size: {value!r} (an integer >= 0, or auto)")
+    return value
+
+
+def executor_options(cfg: config.RunConfig) -> dict:
+    """The sweep's executor keywords from ``cfg.extra``, checked."""
+    extra = cfg.extra
+    name = extra.get("executor", "serial")
+    if name not in EXECUTORS:
+        raise UserError(f"unknown executor '{name}' (known: {', '.join(EXECUTORS)})")
+    workers = extra.get("workers", 0)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise UserError(f"bad value for workers: {workers!r} (an integer >= 0)")
+    devices = extra.get("devices") or []
+    if isinstance(devices, str):
+        devices = [d.strip() for d in devices.split(",") if d.strip()]
+    if not isinstance(devices, list):
+        raise UserError(f"bad value for devices: {devices!r} (a list, e.g. [cuda:0, cuda:1])")
+    slurm = extra.get("slurm") or {}
+    if not isinstance(slurm, dict):
+        raise UserError(f"bad value for slurm: {slurm!r} (a mapping of submitit options)")
+    threads = extra.get("threads", 0)
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
+        raise UserError(f"bad value for threads: {threads!r} (an integer >= 0)")
+    if name in ("serial", "processes"):  # local: fail now, not inside a worker
+        for dev in devices or [cfg.device]:
+            resolve_device(str(dev))
+    return {
+        "executor": name,
+        "workers": workers,
+        "devices": [str(d) for d in devices],
+        "scheduler": extra.get("scheduler"),
+        "slurm": slurm,
+        "plugins": cfg.plugins,
+        "shard": extra.get("shard"),
+        "max_batch": _batch_size(extra.get("batch_size", 0)),
+        "threads": threads,
+    }
 
 
 def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
-    specs = config.expand(cfg)
-    device = resolve_device(cfg.device)
-    batch_size = cfg.extra.get("batch_size", 0)
-    if not isinstance(batch_size, int) or batch_size < 0:
-        raise UserError(f"bad value for batch_size: {batch_size!r} (an integer >= 0)")
-    summary = run_sweep(
-        specs, cfg.out, device=str(device), max_batch=batch_size, progress=not args.quiet
-    )
+    specs = select(config.expand(cfg), cfg)
+    options = executor_options(cfg)
+    if options["threads"]:
+        torch.set_num_threads(options["threads"])
+    summary = run_sweep(specs, cfg.out, device=cfg.device, progress=not args.quiet, **options)
     for msg in summary.messages:
         print(f"bibench: {msg}", file=sys.stderr)
     print(f"bibench: {summary.line()}; results in {cfg.out} (pandas.read_parquet('{cfg.out}'))")

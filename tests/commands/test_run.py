@@ -75,6 +75,52 @@ def test_yaml_config_mirrors_flags(tmp_path, capsys):
     assert df.groupby("run_id")["oracle_calls"].max().min() >= 500
 
 
+EXPERIMENTS = """
+seeds: 2
+budget: 300
+experiments:
+  - problems: {quadratic: {dim_y: 4}}
+    algorithms: {aid_cg: {lr_x: 0.05}, stocbio: {}}
+  - problems: {hat: {}}
+    algorithms: {aid_cg: {lr_y: 0.1}}
+    seeds: 1
+    budget: 400
+"""
+
+
+def test_experiment_blocks_are_crossed_separately_and_inherit(tmp_path, capsys):
+    cfg = tmp_path / "c.yml"
+    cfg.write_text(EXPERIMENTS)
+    code, _, _ = run_cli(capsys, "run", "--config", cfg, "--quiet", "--out", tmp_path / "o")
+    assert code == 0
+    runs = pd.read_parquet(tmp_path / "o").groupby("run_id").last()
+    quad, hat = runs[runs["problem"] == "quadratic"], runs[runs["problem"] == "hat"]
+    assert len(quad) == 4 and len(hat) == 1  # 2 algorithms x 2 seeds; 1 x 1
+    assert (quad["prob_dim_y"] == 4).all() and (hat["hp_lr_y"] == 0.1).all()
+    assert (quad["budget"] == 300).all() and (quad["oracle_calls"] >= 300).all()
+    assert (hat["budget"] == 400).all() and (hat["oracle_calls"] >= 400).all()
+    assert set(quad.loc[quad["algorithm"] == "aid_cg", "hp_lr_x"]) == {0.05}
+
+
+def test_flags_pick_runs_out_of_experiment_blocks(tmp_path, capsys):
+    cfg = tmp_path / "c.yml"
+    cfg.write_text(EXPERIMENTS)
+    args = ["run", "--config", cfg, "--quiet", "--out", tmp_path / "o", "--algorithms", "aid_cg"]
+    assert run_cli(capsys, *args)[0] == 0
+    runs = pd.read_parquet(tmp_path / "o").groupby("run_id").last()
+    assert sorted(zip(runs["problem"], runs["algorithm"])) == [
+        ("hat", "aid_cg"), ("quadratic", "aid_cg"), ("quadratic", "aid_cg")]  # fmt: skip
+    code, _, err = run_cli(capsys, *args[:-1], "itd")
+    assert code == 2 and "'itd' is not in this config's experiments" in err
+
+
+def test_unknown_key_in_an_experiment_block_is_named(tmp_path, capsys):
+    bad = tmp_path / "bad.yml"
+    bad.write_text("experiments:\n  - problems: quadratic\n    algo: aid_cg\n")
+    code, _, err = run_cli(capsys, "run", "--config", bad)
+    assert code == 2 and "unknown key 'algo' in experiments[0]" in err
+
+
 @pytest.mark.parametrize(
     ("args", "needle"),
     [

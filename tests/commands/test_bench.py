@@ -1,0 +1,118 @@
+"""``bibench bench``: its numbers are consistent with its own measurements and with the
+hand-derived oracle counts of the workload."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from bibench.bench import batch_sizes, parse_workload
+from bibench.cli import main
+
+WORKLOAD = "quadratic[dim_y=4]:aid_cg[n_inner=2,n_cg=2]"
+STEPS = 5
+
+
+@pytest.fixture(scope="module")
+def bench_out(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("bench")
+    config = tmp / "tiny.yml"
+    config.write_text(
+        "problems: {quadratic: {dim_y: 4}}\nalgorithms: {aid_cg: {}}\nseeds: 2\nbudget: 300\n"
+    )
+    out = tmp / "out"
+    code = main(
+        [
+            "bench",
+            "--device",
+            "cpu",
+            "--workloads",
+            WORKLOAD,
+            "--steps",
+            str(STEPS),
+            "--max-batch",
+            "4",
+            "--repeat",
+            "1",
+            "--overhead-batches",
+            "2",
+            "--config",
+            str(config),
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    return out
+
+
+def test_step_times_are_per_run_per_step_and_speedups_their_ratio(bench_out):
+    df = pd.read_csv(bench_out / "steps.csv")
+    assert df["batch"].tolist() == [1, 2, 4]
+    assert (df["steps"] == STEPS).all()
+    expected = 1e6 * df["run_seconds"] / (STEPS * df["batch"])
+    assert (df["per_run_step_us"] - expected).abs().max() <= 1e-9 * expected.max()
+    speedup = df["per_run_step_us"].iloc[0] / df["per_run_step_us"]
+    assert (df["speedup_vs_batch_1"] - speedup).abs().max() <= 1e-12 * speedup.max()
+
+
+def test_overhead_counts_the_same_oracle_calls_and_divides_its_own_times(bench_out):
+    (row,) = json.loads((bench_out / "bench.json").read_text())["overhead"]
+    # aid_cg per step: T = 2 grad_y_g, one grad_x_f and grad_y_f, N + 1 = 3 HVPs (warm CG
+    # start), one cross product
+    assert row["calls"] == {
+        "f": 0,
+        "g": 0,
+        "grad_x_f": STEPS,
+        "grad_y_f": STEPS,
+        "grad_x_g": 0,
+        "grad_y_g": 2 * STEPS,
+        "hvp_yy_g": 3 * STEPS,
+        "cross_xy_g": STEPS,
+    }
+    assert row["oracle_calls_per_run"] == 8 * STEPS and row["batch"] == 2
+    assert row["overhead"] == pytest.approx(row["run_seconds"] / row["bare_loop_seconds"])
+    assert row["raw_oracle_share"] == pytest.approx(row["raw_oracle_seconds"] / row["run_seconds"])
+    # the run makes these calls and more (the algorithm's arithmetic, the harness)
+    assert row["run_over_raw_oracles"] >= 1
+
+
+def test_default_benchmark_ran_every_run_of_the_config(bench_out):
+    default = json.loads((bench_out / "bench.json").read_text())["default"]
+    assert default["runs"] == 2 and default["statuses"] == {"done": 2}
+    assert default["wall_seconds"] > 0
+
+
+def test_batch_sizes_double_up_to_the_cap():
+    assert batch_sizes(1) == [1]
+    assert batch_sizes(256) == [1, 2, 4, 8, 16, 32, 64, 128, 256]
+    assert batch_sizes(100) == [1, 2, 4, 8, 16, 32, 64, 100]
+
+
+def test_workload_parses_both_parameter_lists():
+    assert parse_workload(WORKLOAD) == (
+        "quadratic",
+        {"dim_y": 4},
+        "aid_cg",
+        {"n_inner": 2, "n_cg": 2},
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--parts", "steps,speed"], "unknown bench part 'speed'"),
+        (["--workloads", "quadratic"], "malformed workload 'quadratic'"),
+        (["--workloads", "quadratic:"], "malformed workload 'quadratic:'"),
+        (["--workloads", "quadratic:nope"], "unknown algorithm 'nope'"),
+        (["--steps", "0"], "bad value for --steps"),
+        (["--device", "cuda:7"], "CUDA is not available"),
+    ],
+)
+def test_bad_input_is_one_line(args, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    code = main(["bench", *args, "--out", str(tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and message in err[0]
