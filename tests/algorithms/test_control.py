@@ -15,8 +15,14 @@ from bibench.runner import execute_batch
 
 discover()
 NAMES = sorted(ALGORITHMS.entries)
-# the real-data or paper-faithful variants whose oracle is not a generic one are exempt
-EXEMPT = {"unibio_faithful"}
+# Exempt, each for a stated reason (see the algorithm's docstring):
+# - unibio_faithful copies the authors' script: sign descent with its own fixed noise;
+# - bome stalls at a level of ||grad Phi|| proportional to its constant step (measured
+#   1.7 at lr = 0.01 after 1.5M calls): its limit needs lambda -> infinity;
+# - ttsa's randomly truncated Neumann series is noise of its own even with exact
+#   oracles, and its steps decay as k^-3/5, k^-2/5: sublinear, never 1e-6 in CI budgets.
+EXEMPT = {"unibio_faithful", "bome", "ttsa"}
+NO_LIMIT = ["bome", "ttsa"]
 
 
 def final_norms(name: str, budget: int, seeds, **params) -> list[float]:
@@ -45,3 +51,14 @@ def test_stochastic_final_hypergrad_shrinks_with_the_noise(name):
         norms = sorted(final_norms(name, budget, seeds, noise_std=std))
         median.append(norms[len(norms) // 2])
     assert median[0] > median[1] > median[2], median
+
+
+@pytest.mark.parametrize("name", NO_LIMIT)
+def test_methods_without_a_1e_6_limit_still_descend_on_the_control(name):
+    """Their known behaviour: a steady decrease from ||grad Phi(x0)|| ~ 31 (factor >= 2.5
+    in 20k calls; measured 2.8-5.6 for ttsa, 4.1 for bome), not convergence to 0."""
+    cfg = RunConfig(problems=[("quadratic", {})], algorithms=[(name, {})], seeds=[0, 1],
+                    budget=Budget(max_calls=20_000))  # fmt: skip
+    for f in execute_batch(expand(cfg)):
+        assert f["status"].iloc[-1] == "done", f["error"].iloc[-1]
+        assert f["hypergrad_norm"].iloc[-1] <= f["hypergrad_norm"].iloc[0] / 2.5
