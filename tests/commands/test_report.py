@@ -1,0 +1,129 @@
+"""``bibench report`` on a small real run: every output exists and the tables equal what the
+stored rows give when computed by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bibench.analysis.report import CURVE_METRICS, CURVE_X
+from bibench.cli import main
+
+EPS = (0.3, 0.1, 0.01)
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    results = tmp_path_factory.mktemp("results")
+    out = tmp_path_factory.mktemp("report")
+    code = main(
+        [
+            "run",
+            "--problems",
+            "quadratic",
+            "--algorithms",
+            "aid_cg,stocbio[lr_x=0.05]",
+            "--seeds",
+            "3",
+            "--budget",
+            "3000",
+            "--out",
+            str(results),
+            "--quiet",
+        ]
+    )
+    assert code == 0
+    code = main(
+        [
+            "report",
+            "--results",
+            str(results),
+            "--out",
+            str(out),
+            "--n-boot",
+            "100",
+            "--eps",
+            ",".join(map(str, EPS)),
+            "--fit-range",
+            "1e-1,1e-4",
+        ]
+    )
+    assert code == 0
+    return pd.read_parquet(results), out
+
+
+def test_every_figure_and_table_is_written(report):
+    _, out = report
+    figures = [f"curves_{m}_vs_{x}" for m in CURVE_METRICS for x in CURVE_X]
+    figures += ["complexity", "ecdf", "performance_profile"]
+    for stem in figures:
+        for ext in ("png", "pdf"):
+            assert (out / f"{stem}.{ext}").stat().st_size > 1000, f"{stem}.{ext}"
+    for stem in ("n_eps", "final", "exponents", "art", "profile_score"):
+        for ext in ("md", "tex", "csv"):
+            assert (out / f"{stem}.{ext}").is_file(), f"{stem}.{ext}"
+    index = (out / "report.md").read_text()
+    assert "![" in index and "| quadratic | aid_cg |" in index
+
+
+def by_hand_n_eps(df: pd.DataFrame) -> dict[tuple[str, float], float]:
+    """Median over seeds of the first oracle_calls with ||grad Phi|| <= eps * m0, m0 the
+    median step-0 value (inf when not reached)."""
+    m0 = np.median(df[df["step"] == 0]["hypergrad_norm"])
+    out = {}
+    for alg, runs in df.groupby("algorithm"):
+        for e in EPS:
+            ns = []
+            for _, run in runs.groupby("run_id"):
+                run = run.sort_values("oracle_calls")
+                hit = run[run["hypergrad_norm"] <= e * m0]
+                ns.append(float(hit["oracle_calls"].iloc[0]) if len(hit) else np.inf)
+            out[(alg, e)] = float(np.median(ns))
+    return out
+
+
+def test_n_eps_table_equals_the_stored_rows_by_hand(report):
+    df, out = report
+    table = pd.read_csv(out / "n_eps.csv")
+    expected = by_hand_n_eps(df)
+    assert len(table) == len(expected)
+    for row in table.itertuples():
+        alg = row.algorithm_setting.split("[")[0]
+        e = float(row.column.split("= ")[1])
+        assert row.median == expected[(alg, e)], (alg, e)
+    # the control: AID-CG reaches every target; StocBiO's Neumann bias stops it early
+    assert np.isfinite(table[table["algorithm_setting"] == "aid_cg"]["median"]).all()
+
+
+def test_final_and_art_tables_by_hand(report):
+    df, out = report
+    last = df.sort_values("oracle_calls").groupby("run_id").tail(1)
+    final = pd.read_csv(out / "final.csv").set_index("algorithm_setting")
+    aid = last[last["algorithm"] == "aid_cg"]["hypergrad_norm"]
+    assert final.loc["aid_cg", "median"] == pytest.approx(np.median(aid), rel=1e-12)
+    # aRT when every seed succeeds is the mean of N(eps)
+    art = pd.read_csv(out / "art.csv")
+    row = art[(art["algorithm_setting"] == "aid_cg") & (art["target"] == 3)].iloc[0]
+    m0 = np.median(df[df["step"] == 0]["hypergrad_norm"])
+    ns = []
+    for _, run in df[df["algorithm"] == "aid_cg"].groupby("run_id"):
+        hit = run[run["hypergrad_norm"] <= row["eps"]]
+        ns.append(hit["oracle_calls"].min())
+    assert row["eps"] == pytest.approx(m0 * 10**-1)  # target 3 of 4 per decade: 1e-1
+    assert row["aRT"] == pytest.approx(np.mean(ns)) and row["success"] == 1.0
+
+
+def test_exponent_table_states_range_and_theory(report):
+    _, out = report
+    expo = pd.read_csv(out / "exponents.csv").set_index("algorithm_setting")
+    assert expo.loc["aid_cg", "theory"] == 0  # deterministic, strongly convex Phi: linear
+    assert expo.loc["aid_cg", "ci_low"] <= expo.loc["aid_cg", "exponent"]
+    assert expo.loc["aid_cg", "exponent"] <= expo.loc["aid_cg", "ci_high"]
+    assert "1e-4" in (out / "exponents.md").read_text()
+
+
+def test_missing_results_is_one_line(tmp_path, capsys):
+    code = main(["report", "--results", str(tmp_path / "nowhere")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "no results table" in err[0]
