@@ -4,7 +4,8 @@ A *setting* is a problem with its parameters and an algorithm with its hyperpara
 the seeds of a setting are its replicates. The store's ``label`` column already names
 both halves the way the CLI does (``quadratic[dim_y=20] × aid_cg[lr_x=0.3] seed 0``), so
 the setting is read from it and needs no plugin code: a report works on a results folder
-alone.
+alone. Where a problem holds a single hyperparameter point of an algorithm, the
+algorithm's setting is its bare name.
 
 Failed runs (an exception inside the algorithm) are incomplete and are retried by the
 next ``run``; the analysis leaves them out. Diverged runs are outcomes: they stay, and
@@ -73,6 +74,14 @@ def prepare(df: pd.DataFrame) -> pd.DataFrame:
     halves = df["label"].map(split_label)
     df["problem_setting"] = halves.str[0]
     df["algorithm_setting"] = halves.str[1]
+    # An algorithm run at one hyperparameter point per problem (as in the default
+    # benchmark, whose step sizes differ between problem families) is one solver: one
+    # colour, one legend entry, one line of the performance profile.
+    if "algorithm" in df.columns:
+        points = df.groupby(["problem_setting", "algorithm"])["algorithm_setting"].transform(
+            "nunique"
+        )
+        df["algorithm_setting"] = df["algorithm_setting"].where(points > 1, df["algorithm"])
     return df.sort_values(["run_id", "oracle_calls", "step"], kind="stable").reset_index(drop=True)
 
 

@@ -68,7 +68,15 @@ def test_hitting_times_on_power_law_runs_with_censoring():
     assert cens["censored"].all() and np.isinf(cens["N"]).all()
     assert (cens["cost_end"] == 512).all()
     assert set(hits["problem_setting"]) == {"toy[a=1]"}
-    assert set(hits["algorithm_setting"]) == {"alg[lr=0.5]"}
+    assert set(hits["algorithm_setting"]) == {"alg"}  # one point on the problem: bare name
+
+
+def test_settings_keep_their_hyperparameters_when_a_problem_holds_several_points():
+    other = synthetic_table({5: 1.0})
+    other["label"] = other["label"].str.replace("lr=0.5", "lr=0.1")
+    other["run_id"] = "r5b"
+    df = prepare(pd.concat([synthetic_table({0: 1.0}), other]))
+    assert set(df["algorithm_setting"]) == {"alg[lr=0.5]", "alg[lr=0.1]"}
 
 
 def test_relative_targets_scale_by_the_median_initial_metric():
@@ -130,7 +138,7 @@ def test_curves_put_every_seed_on_one_grid():
     df = prepare(synthetic_table({0: 1.0, 1: 0.5}))
     ((grid, per_alg),) = curves(df, "hypergrad_norm", n_grid=11).values()
     assert grid[0] == 1 and grid[-1] == 512
-    values = per_alg["alg[lr=0.5]"]
+    values = per_alg["alg"]
     assert values.shape == (2, 11)
     np.testing.assert_allclose(values[0], 1 / grid, rtol=1e-12)
     np.testing.assert_allclose(values[1], grid**-0.5, rtol=1e-12)
