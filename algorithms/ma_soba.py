@@ -7,6 +7,7 @@ import dataclasses
 import torch
 
 from bibench import Algorithm, HyperParams, register_algorithm
+from bibench.hypergrad import soba_directions
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,19 +34,6 @@ class MASOBAState:
     h: torch.Tensor  # moving average of the hypergradient directions
 
 
-def directions(oracle, x, y, z):
-    r"""SOBA's directions at ``(x, y, z)`` (as in ``algorithms/soba.py``; plugins cannot
-    import each other): :math:`\nabla_y g`, :math:`\nabla^2_{yy} g\, z - \nabla_y f` and
-    :math:`\nabla_x f - \nabla^2_{xy} g\, z`, one sample of ``g`` for the first, second
-    and last, one of ``f`` for both gradients of ``f``."""
-    batch_g = oracle.sample("g")
-    grad_x_f, grad_y_f = oracle.grad_f(x, y)
-    d_y = oracle.grad_y_g(x, y, batch_g)
-    d_z = oracle.hvp_yy_g(x, y, z, batch_g) - grad_y_f
-    d_x = grad_x_f - oracle.cross_xy_g(x, y, z, batch_g)
-    return d_y, d_z, d_x
-
-
 def project_ball(z: torch.Tensor, radius: float | torch.Tensor) -> torch.Tensor:
     """Each run's ``z`` projected on the centred ball of its ``radius`` (0: unchanged)."""
     norm = torch.linalg.vector_norm(z, dim=-1, keepdim=True)
@@ -57,9 +45,9 @@ def project_ball(z: torch.Tensor, radius: float | torch.Tensor) -> torch.Tensor:
 class MASOBA(Algorithm):
     r"""MA-SOBA (Chen, Xiao, Balasubramanian 2023, arXiv 2306.12067, Algorithm 1).
 
-    SOBA's three directions at the current ``(x_k, y_k, z_k)`` (:func:`directions`: one
-    sample of ``g`` for the gradient, HVP and cross product, one of ``f`` for both
-    gradients), then
+    SOBA's three directions at the current ``(x_k, y_k, z_k)``
+    (:func:`~bibench.hypergrad.soba_directions`: one sample of ``g`` for the gradient,
+    HVP and cross product, one of ``f`` for both gradients), then
 
     .. math::
 
@@ -103,7 +91,7 @@ class MASOBA(Algorithm):
     def step(self, state):
         hp = self.hp
         x, y, z, h = state.x, state.y, state.z, state.h
-        d_y, d_z, d_x = directions(self.oracle, x, y, z)
+        d_y, d_z, d_x = soba_directions(self.oracle, x, y, z)
         return MASOBAState(
             x - hp.lr_x * h,
             y - hp.lr_y * d_y,

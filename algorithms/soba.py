@@ -7,6 +7,7 @@ import dataclasses
 import torch
 
 from bibench import Algorithm, HyperParams, register_algorithm
+from bibench.hypergrad import soba_directions
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,19 +29,6 @@ class SOBAState:
     y: torch.Tensor
     z: torch.Tensor  # adjoint iterate, tends to H^{-1} ∇_y f
     t: int
-
-
-def directions(oracle, x, y, z):
-    r"""The three directions of SOBA at ``(x, y, z)``, on one minibatch of ``g`` (shared by
-    the gradient, the HVP and the cross product) and one of ``f``:
-    :math:`D_y = \nabla_y g`, :math:`D_z = \nabla^2_{yy} g\, z - \nabla_y f`,
-    :math:`D_x = \nabla_x f - \nabla^2_{xy} g\, z`."""
-    batch_g = oracle.sample("g")
-    grad_x_f, grad_y_f = oracle.grad_f(x, y)
-    d_y = oracle.grad_y_g(x, y, batch_g)
-    d_z = oracle.hvp_yy_g(x, y, z, batch_g) - grad_y_f
-    d_x = grad_x_f - oracle.cross_xy_g(x, y, z, batch_g)
-    return d_y, d_z, d_x
 
 
 @register_algorithm("soba")
@@ -83,7 +71,7 @@ class SOBA(Algorithm):
     def step(self, state):
         hp = self.hp
         x, y, z, t = state.x, state.y, state.z, state.t
-        d_y, d_z, d_x = directions(self.oracle, x, y, z)
+        d_y, d_z, d_x = soba_directions(self.oracle, x, y, z)
         rho = hp.lr_y * (t + 1.0) ** -hp.decay_y
         gamma = hp.lr_x * (t + 1.0) ** -hp.decay_x
         return SOBAState(x - gamma * d_x, y - rho * d_y, z - rho * d_z, t + 1)

@@ -23,6 +23,8 @@ product is counted. All tensors carry the run dimension first; step sizes may be
   ``T`` HVPs (``T - 1`` when :math:`a_0` is not needed), one :math:`\nabla f` pair. On a
   finite-sum problem step ``t`` draws one minibatch and reuses it for its gradient, HVP
   and cross product, so the result is the exact derivative of the sampled unrolled map.
+* :func:`soba_directions` — SOBA's three directions (Dagréou et al. 2022), shared by
+  SOBA and MA-SOBA.
 * :func:`range_lstsq` — :math:`\min_{\xi\in\mathrm{range}(H)}\|H\xi - b\|`, i.e. the
   min-norm least-squares solution :math:`\xi = H^\dagger b`, by conjugate gradient on the
   normal equations :math:`H^2\xi = Hb` (CGNR) carried in the coordinates
@@ -46,9 +48,29 @@ import torch
 from bibench.estimators import RESIDUAL_FLOOR, MatVec
 from bibench.oracle import Oracle
 
-__all__ = ["Lstsq", "Unrolled", "lower_descent", "range_lstsq", "unrolled_hypergrad"]
+__all__ = [
+    "Lstsq",
+    "Unrolled",
+    "lower_descent",
+    "range_lstsq",
+    "soba_directions",
+    "unrolled_hypergrad",
+]
 
 Step = float | torch.Tensor
+
+
+def soba_directions(oracle: Oracle, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor):
+    r"""SOBA's directions at ``(x, y, z)`` on one minibatch of ``g`` (shared by the
+    gradient, the HVP and the cross product) and one of ``f``:
+    :math:`D_y = \nabla_y g`, :math:`D_z = \nabla^2_{yy} g\, z - \nabla_y f`,
+    :math:`D_x = \nabla_x f - \nabla^2_{xy} g\, z`."""
+    batch_g = oracle.sample("g")
+    grad_x_f, grad_y_f = oracle.grad_f(x, y)
+    d_y = oracle.grad_y_g(x, y, batch_g)
+    d_z = oracle.hvp_yy_g(x, y, z, batch_g) - grad_y_f
+    d_x = grad_x_f - oracle.cross_xy_g(x, y, z, batch_g)
+    return d_y, d_z, d_x
 
 
 def lower_descent(oracle: Oracle, x: torch.Tensor, y: torch.Tensor, lr: Step, n: int):

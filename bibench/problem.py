@@ -24,7 +24,7 @@ from torch.func import grad, jvp
 from bibench.params import ParamsBase
 from bibench.rng import BatchedRNG
 
-__all__ = ["Batch", "Problem", "ProblemParams"]
+__all__ = ["Batch", "Problem", "ProblemParams", "mtv", "mv"]
 
 Batch = torch.Tensor | None
 """Sample indices of shape ``(R, B)`` into a finite sum, or ``None`` for the full sum."""
@@ -202,3 +202,17 @@ class Problem:
     @classmethod
     def description(cls) -> str:
         return (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+
+
+def mv(mat: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``mat @ v`` per run; ``mat`` is shared ``(p, q)`` or per run ``(R, p, q)``."""
+    if mat.dim() == 2:
+        return v @ mat.T
+    return torch.bmm(mat, v[..., None])[..., 0]
+
+
+def mtv(mat: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``mat.T @ v`` per run; ``mat`` is shared ``(p, q)`` or per run ``(R, p, q)``."""
+    if mat.dim() == 2:
+        return v @ mat
+    return torch.bmm(mat.transpose(1, 2), v[..., None])[..., 0]

@@ -15,27 +15,13 @@ import math
 import torch
 
 from bibench import Problem, ProblemParams, register_problem
-from bibench.problem import Batch
+from bibench.problem import Batch, mtv, mv
 
 
 def _solution_samples(n_runs: int, n: int, dim: int, dtype, device) -> torch.Tensor:
     """Deterministic standard normal draws ``(R, n, dim)`` for ``sample_solution_set``."""
     gen = torch.Generator().manual_seed(12345)
     return torch.randn(n_runs, n, dim, generator=gen, dtype=torch.float64).to(device, dtype)
-
-
-def _mv(mat: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """``mat @ v`` per run; ``mat`` is shared ``(p, q)`` or per run ``(R, p, q)``."""
-    if mat.dim() == 2:
-        return v @ mat.T
-    return torch.bmm(mat, v[..., None])[..., 0]
-
-
-def _mtv(mat: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """``mat.T @ v`` per run."""
-    if mat.dim() == 2:
-        return v @ mat
-    return torch.bmm(mat.transpose(1, 2), v[..., None])[..., 0]
 
 
 # s(t) = t + sin(t)/2: the monotone map of P6 and, elementwise, the diffeomorphism psi of P7.
@@ -295,8 +281,8 @@ class _RowLeastSquares(Problem):
 
     def _resid(self, x, y, batch):
         a, w, b0 = self._rows(batch)
-        wx = _mv(w, x)
-        return _mv(a, self._psi(y)) - torch.sin(wx) - b0, a, w, wx
+        wx = mv(w, x)
+        return mv(a, self._psi(y)) - torch.sin(wx) - b0, a, w, wx
 
     def f(self, x, y, batch=None):
         return 0.5 * ((self._psi(y) - self.target) ** 2).sum(-1)
@@ -314,21 +300,21 @@ class _RowLeastSquares(Problem):
 
     def grad_x_g(self, x, y, batch=None):
         res, _, w, wx = self._resid(x, y, batch)
-        return -_mtv(w, torch.cos(wx) * res) / res.shape[-1]
+        return -mtv(w, torch.cos(wx) * res) / res.shape[-1]
 
     def grad_y_g(self, x, y, batch=None):
         res, a, _, _ = self._resid(x, y, batch)
-        return self._dpsi(y) * _mtv(a, res) / res.shape[-1]
+        return self._dpsi(y) * mtv(a, res) / res.shape[-1]
 
     def hvp_yy_g(self, x, y, v, batch=None):
         res, a, _, _ = self._resid(x, y, batch)
         m = res.shape[-1]
-        gauss_newton = self._dpsi(y) * _mtv(a, _mv(a, self._dpsi(y) * v)) / m
-        return gauss_newton + self._d2psi(y) * v * _mtv(a, res) / m
+        gauss_newton = self._dpsi(y) * mtv(a, mv(a, self._dpsi(y) * v)) / m
+        return gauss_newton + self._d2psi(y) * v * mtv(a, res) / m
 
     def cross_xy_g(self, x, y, v, batch=None):
         res, a, w, wx = self._resid(x, y, batch)
-        return -_mtv(w, torch.cos(wx) * _mv(a, self._dpsi(y) * v)) / res.shape[-1]
+        return -mtv(w, torch.cos(wx) * mv(a, self._dpsi(y) * v)) / res.shape[-1]
 
     def init_x(self, rng):
         return rng.normal(self.dim_x).to(self.device)
@@ -338,11 +324,11 @@ class _RowLeastSquares(Problem):
 
     # ground truth
     def _b(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sin(_mv(self.W, x)) + self.b0
+        return torch.sin(mv(self.W, x)) + self.b0
 
     def _e(self, x: torch.Tensor) -> torch.Tensor:
         """:math:`A^\\dagger (b(x) - At)`, the normal component of ``u* - t``."""
-        return _mv(self.A_pinv, self._b(x) - self.A_target)
+        return mv(self.A_pinv, self._b(x) - self.A_target)
 
     def u_star(self, x: torch.Tensor) -> torch.Tensor:
         return self.target + self._e(x)
@@ -354,12 +340,12 @@ class _RowLeastSquares(Problem):
         return 0.5 * (self._e(x) ** 2).sum(-1)
 
     def hypergrad(self, x):
-        z = _mtv(self.A_pinv, self._e(x))
-        return _mtv(self.W, torch.cos(_mv(self.W, x)) * z)
+        z = mtv(self.A_pinv, self._e(x))
+        return mtv(self.W, torch.cos(mv(self.W, x)) * z)
 
     def g_star(self, x):
         b = self._b(x)
-        res = b - _mv(self.U_n, _mtv(self.U_n, b))
+        res = b - mv(self.U_n, mtv(self.U_n, b))
         return 0.5 * (res**2).mean(-1)
 
     @property
@@ -475,10 +461,10 @@ class PLCurved(_RowLeastSquares):
         w = _s_inv(u - (u @ vr - c) @ vr.T)
         d, r = vr.shape
         jac = vr.T[None] * _ds(w)[:, None, :]  # (R, r, d): V_r' diag(psi'(w))
-        lam = -torch.linalg.solve(jac @ jac.transpose(1, 2), _mv(jac, w - y))
+        lam = -torch.linalg.solve(jac @ jac.transpose(1, 2), mv(jac, w - y))
         for _ in range(self.n_kkt):
             jac = vr.T[None] * _ds(w)[:, None, :]
-            grad_l = w - y + _mtv(jac, lam)
+            grad_l = w - y + mtv(jac, lam)
             h = _s(w) @ vr - c
             hess = torch.diag_embed(1.0 + _d2s(w) * (lam @ vr.T))
             kkt = torch.cat(

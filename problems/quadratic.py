@@ -31,6 +31,7 @@ import dataclasses
 import torch
 
 from bibench import Problem, ProblemParams, register_problem
+from bibench.problem import mtv, mv
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,20 +51,6 @@ class QuadraticParams(ProblemParams):
             raise ValueError(f"cond and cond_phi must be >= 1, got {self.cond}, {self.cond_phi}")
         if self.spread < 0:
             raise ValueError(f"spread must be >= 0, got {self.spread}")
-
-
-def _mv(mat: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """``mat @ v`` per run; ``mat`` is shared ``(p, q)`` or per run ``(R, p, q)``."""
-    if mat.dim() == 2:
-        return v @ mat.T
-    return torch.bmm(mat, v[..., None])[..., 0]
-
-
-def _mtv(mat: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """``mat.T @ v`` per run."""
-    if mat.dim() == 2:
-        return v @ mat
-    return torch.bmm(mat.transpose(1, 2), v[..., None])[..., 0]
 
 
 @register_problem("quadratic")
@@ -136,41 +123,41 @@ class Quadratic(Problem):
     def f(self, x, y, batch=None):
         c, d, lc = self._f_terms(batch)
         return (
-            0.5 * (y * _mv(c, y)).sum(-1)
-            + (y * _mv(d, x)).sum(-1)
+            0.5 * (y * mv(c, y)).sum(-1)
+            + (y * mv(d, x)).sum(-1)
             + (lc * y).sum(-1)
-            + 0.5 * (x * _mv(self.P, x)).sum(-1)
+            + 0.5 * (x * mv(self.P, x)).sum(-1)
             + x @ self.p
         )
 
     def g(self, x, y, batch=None):
         a, b, la = self._g_terms(batch)
-        return 0.5 * (y * _mv(a, y)).sum(-1) + (y * _mv(b, x)).sum(-1) + (la * y).sum(-1)
+        return 0.5 * (y * mv(a, y)).sum(-1) + (y * mv(b, x)).sum(-1) + (la * y).sum(-1)
 
     # analytic oracles (checked against torch.func in tests/problems/test_quadratic.py)
     def grad_x_f(self, x, y, batch=None):
         _, d, _ = self._f_terms(batch)
-        return _mtv(d, y) + _mv(self.P, x) + self.p
+        return mtv(d, y) + mv(self.P, x) + self.p
 
     def grad_y_f(self, x, y, batch=None):
         c, d, lc = self._f_terms(batch)
-        return _mv(c, y) + _mv(d, x) + lc
+        return mv(c, y) + mv(d, x) + lc
 
     def grad_x_g(self, x, y, batch=None):
         _, b, _ = self._g_terms(batch)
-        return _mtv(b, y)
+        return mtv(b, y)
 
     def grad_y_g(self, x, y, batch=None):
         a, b, la = self._g_terms(batch)
-        return _mv(a, y) + _mv(b, x) + la
+        return mv(a, y) + mv(b, x) + la
 
     def hvp_yy_g(self, x, y, v, batch=None):
         a, _, _ = self._g_terms(batch)
-        return _mv(a, v)
+        return mv(a, v)
 
     def cross_xy_g(self, x, y, v, batch=None):
         _, b, _ = self._g_terms(batch)
-        return _mtv(b, v)
+        return mtv(b, v)
 
     def init_x(self, rng):
         return rng.normal(self.dim_x).to(self.device)
@@ -180,13 +167,13 @@ class Quadratic(Problem):
 
     # ground truth
     def y_star(self, x):
-        return _mv(self.J, x) + self.y0
+        return mv(self.J, x) + self.y0
 
     def phi(self, x):
-        return 0.5 * (x * _mv(self.M, x)).sum(-1) + x @ self.m + self.k
+        return 0.5 * (x * mv(self.M, x)).sum(-1) + x @ self.m + self.k
 
     def hypergrad(self, x):
-        return _mv(self.M, x) + self.m
+        return mv(self.M, x) + self.m
 
     @property
     def phi_star(self) -> float:

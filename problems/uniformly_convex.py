@@ -25,7 +25,7 @@ import math
 import torch
 
 from bibench import Problem, ProblemParams, register_problem
-from bibench.problem import Batch
+from bibench.problem import Batch, mtv, mv
 
 
 def abs_pow(z: torch.Tensor, p: float) -> torch.Tensor:
@@ -41,20 +41,6 @@ def signed_pow(z: torch.Tensor, k: float) -> torch.Tensor:
     if float(k).is_integer() and int(k) % 2 == 1:
         return z ** int(k)
     return torch.sign(z) * z.abs() ** k
-
-
-def _mv(mat: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """``mat @ v`` per run; ``mat`` is shared ``(p, q)`` or per run ``(R, p, q)``."""
-    if mat.dim() == 2:
-        return v @ mat.T
-    return torch.bmm(mat, v[..., None])[..., 0]
-
-
-def _mtv(mat: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """``mat.T @ v`` per run."""
-    if mat.dim() == 2:
-        return v @ mat
-    return torch.bmm(mat.transpose(1, 2), v[..., None])[..., 0]
 
 
 def _check_p(p: int) -> None:
@@ -520,7 +506,7 @@ class PNormRegression(Problem):
 
     def _resid(self, x, y, batch=None):
         a, w, b0 = self._rows(batch)
-        return _mv(a, y) - _mv(w, x) - b0, a, w
+        return mv(a, y) - mv(w, x) - b0, a, w
 
     def f(self, x, y, batch=None):
         return 0.5 * ((y - self.target) ** 2).sum(-1)
@@ -538,11 +524,11 @@ class PNormRegression(Problem):
 
     def grad_x_g(self, x, y, batch=None):
         res, _, w = self._resid(x, y, batch)
-        return -_mtv(w, signed_pow(res, self.p - 1)) / res.shape[-1]
+        return -mtv(w, signed_pow(res, self.p - 1)) / res.shape[-1]
 
     def grad_y_g(self, x, y, batch=None):
         res, a, _ = self._resid(x, y, batch)
-        return _mtv(a, signed_pow(res, self.p - 1)) / res.shape[-1]
+        return mtv(a, signed_pow(res, self.p - 1)) / res.shape[-1]
 
     def _weights(self, res: torch.Tensor) -> torch.Tensor:
         """:math:`\\frac{p-1}{m} |r|^{p-2}` per row."""
@@ -550,11 +536,11 @@ class PNormRegression(Problem):
 
     def hvp_yy_g(self, x, y, v, batch=None):
         res, a, _ = self._resid(x, y, batch)
-        return _mtv(a, self._weights(res) * _mv(a, v))
+        return mtv(a, self._weights(res) * mv(a, v))
 
     def cross_xy_g(self, x, y, v, batch=None):
         res, a, w = self._resid(x, y, batch)
-        return -_mtv(w, self._weights(res) * _mv(a, v))
+        return -mtv(w, self._weights(res) * mv(a, v))
 
     def init_x(self, rng):
         return rng.normal(self.dim_x).to(self.device)
@@ -574,7 +560,7 @@ class PNormRegression(Problem):
         (``4 eps`` times the size of the summed terms, or ``1e-14``); returns each run's
         iterate with the smallest gradient."""
         x = x.detach()
-        y = (_mv(self.W, x) + self.b0) @ self.A_pinv.T  # least squares (p = 2) start
+        y = (mv(self.W, x) + self.b0) @ self.A_pinv.T  # least squares (p = 2) start
         steps = 0.5 ** torch.arange(40, dtype=self.dtype, device=self.device)
         eps = torch.finfo(self.dtype).eps
         best, best_err = y, torch.full_like(y[:, 0], math.inf)
@@ -582,7 +568,7 @@ class PNormRegression(Problem):
             res, a, _ = self._resid(x, y)
             grad_y = self.grad_y_g(x, y)
             err = grad_y.abs().amax(-1)
-            floor = 4 * eps * _mtv(a.abs(), abs_pow(res, self.p - 1)).amax(-1) / res.shape[-1]
+            floor = 4 * eps * mtv(a.abs(), abs_pow(res, self.p - 1)).amax(-1) / res.shape[-1]
             better = err < best_err
             best = torch.where(better[:, None], y, best)
             best_err = torch.where(better, err, best_err)
