@@ -292,10 +292,14 @@ class _Recorder:
 def execute_batch(specs: list[RunSpec], device: str | torch.device = "cpu") -> list[pd.DataFrame]:
     """Run one lockstep batch; return one results frame per run (in ``specs`` order).
 
+    The runs must share a :func:`batch_key` (one problem instance, one algorithm,
+    equal non-float hyperparameters and budget); :func:`plan` groups a grid that way.
     Host reads per step: one packed ``(9, R)`` transfer of the call counts and the
     finiteness flags (the device is synchronised for the clock anyway); everything
     else stays on the device until a checkpoint is due.
     """
+    if len({batch_key(s) for s in specs}) > 1:
+        raise ValueError("execute_batch: the runs do not share a batch_key; group them with plan")
     device = torch.device(device)
     first = specs[0]
     n = len(specs)
