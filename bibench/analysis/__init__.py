@@ -12,7 +12,7 @@ checkpoint), so a figure or a table can be redrawn without re-running anything.
   confidence interval over seeds.
 * :mod:`~bibench.analysis.theory`: the declared theoretical exponents, with sources.
 * :mod:`~bibench.analysis.profiles`: Dolan–Moré performance profiles and their integrated
-  score, COCO ECDFs over (problem, target) pairs, aRT and success rates.
+  score, COCO ECDFs over (problem, target, seed) triples, aRT and success rates.
 * :mod:`~bibench.analysis.tables`: median [q20, q80] cells in Markdown, LaTeX and CSV.
 * :mod:`~bibench.analysis.plots`: matplotlib (Agg) figures, data in, PNG + PDF out.
 * :mod:`~bibench.analysis.report`: the whole report of a results folder.

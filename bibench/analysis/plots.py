@@ -230,7 +230,7 @@ def ecdf_figure(per_alg: Mapping[str, tuple[np.ndarray, np.ndarray]], title: str
     ax.set_xlabel("oracle calls")
     ax.set_ylabel("fraction of (problem, target, seed) solved")
     ax.grid(True, alpha=0.3)
-    ax.set_title(title or "ECDF over (problem, target) pairs")
+    ax.set_title(title or "ECDF over (problem, target, seed) triples")
     legend_outside(fig, [ax])
     return fig
 

@@ -237,7 +237,7 @@ def write_report(
     }
     add(
         plots.save(plots.ecdf_figure(per_alg), out / "ecdf"),
-        "ECDF over (problem, target) pairs (COCO)",
+        "ECDF over (problem, target, seed) triples (COCO)",
     )
     t = instance_costs(hits)
     taus = np.unique(np.concatenate([np.logspace(0, 2, 400), [opts.tau_max]]))
