@@ -142,8 +142,9 @@ class Ellipsoid(Problem):
     def bmat(self, x: torch.Tensor) -> torch.Tensor:
         return self.B0 + torch.einsum("rj,jab->rab", torch.sin(x), self.Bj)
 
-    def mmat(self, x: torch.Tensor) -> torch.Tensor:
-        b = self.bmat(x)
+    def mmat(self, x: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
+        """M(x), from ``b = B(x)`` when the caller has it."""
+        b = self.bmat(x) if b is None else b
         eye = torch.eye(self.dim_y, dtype=x.dtype, device=x.device)
         return self.kappa * (b @ b.transpose(1, 2) + ELL_MU0 * eye)
 
@@ -163,10 +164,11 @@ class Ellipsoid(Problem):
     def _dw(self, x):
         return ELL_W / math.sqrt(self.dim_y) * (1 - torch.tanh(x @ self.W.T) ** 2)
 
-    def _sides(self, x, y, v=None):
-        """M y, s, and (a, c) -> aᵀ(∂_i M)c for every i."""
+    def _sides(self, x, y):
+        """M, M y, s, and (a, c) -> aᵀ(∂_i M)c for every i (B(x) built once)."""
         b = self.bmat(x)
-        my = (self.mmat(x) @ y[..., None])[..., 0]
+        m = self.mmat(x, b)
+        my = (m @ y[..., None])[..., 0]
         s = (y * my).sum(-1) - 1.0
 
         def dm(a, c):  # aᵀ (∂_i M) c for every i, (R, m)
@@ -176,7 +178,7 @@ class Ellipsoid(Problem):
             inner = torch.einsum("rjb,rb->rj", bj_a, bt_c) + torch.einsum("rjb,rb->rj", bj_c, bt_a)
             return self.kappa * torch.cos(x) * inner
 
-        return my, s, dm
+        return m, my, s, dm
 
     def grad_x_f(self, x, y, batch=None):
         return (y * self._dw(x)) @ self.W + self.lam * x
@@ -185,20 +187,20 @@ class Ellipsoid(Problem):
         return self.wvec(x)
 
     def grad_x_g(self, x, y, batch=None):
-        _, s, dm = self._sides(x, y)
+        _, _, s, dm = self._sides(x, y)
         return 0.5 * s[:, None] * dm(y, y)
 
     def grad_y_g(self, x, y, batch=None):
-        my, s, _ = self._sides(x, y)
+        _, my, s, _ = self._sides(x, y)
         return s[:, None] * my
 
     def hvp_yy_g(self, x, y, v, batch=None):
-        my, s, _ = self._sides(x, y)
-        mv = (self.mmat(x) @ v[..., None])[..., 0]
+        m, my, s, _ = self._sides(x, y)
+        mv = (m @ v[..., None])[..., 0]
         return 2 * my * (my * v).sum(-1, keepdim=True) + s[:, None] * mv
 
     def cross_xy_g(self, x, y, v, batch=None):
-        my, s, dm = self._sides(x, y)
+        _, my, s, dm = self._sides(x, y)
         return dm(y, y) * (my * v).sum(-1, keepdim=True) + s[:, None] * dm(y, v)
 
     # ground truth
