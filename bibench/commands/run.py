@@ -65,16 +65,14 @@ def config_from_args(args: argparse.Namespace) -> config.RunConfig:
         "threads": args.threads,
     }
     given = {k: v for k, v in flags.items() if v is not None}
-    if data.get("experiments"):
-        # with blocks, --problems/--algorithms select among the blocks' runs by name
-        selected = {k: given.pop(k) for k in ("problems", "algorithms") if k in given}
-        data.update(given)
-        cfg = config.from_mapping(data)
-        for key, text in selected.items():
-            cfg.extra["only_" + key] = {n for n, _ in config.parse_name_list(text, key)}
-        return cfg
+    # with blocks, --problems/--algorithms select among the blocks' runs by name
+    blocked = bool(data.get("experiments"))
+    selected = {k: given.pop(k) for k in ("problems", "algorithms") if blocked and k in given}
     data.update(given)
-    return config.from_mapping(data)
+    cfg = config.from_mapping(data)
+    for key, text in selected.items():
+        cfg.extra["only_" + key] = {n for n, _ in config.parse_name_list(text, key)}
+    return cfg
 
 
 def select(specs: list[config.RunSpec], cfg: config.RunConfig) -> list[config.RunSpec]:
