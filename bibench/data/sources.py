@@ -41,7 +41,8 @@ Features: pixels inked in under 10% of all images (the first and last columns, 1
 pixels, which a split of a few hundred images may see as constant) are dropped, leaving
 48; they are standardised with the pooled clean images' mean and std, divided by
 :math:`\sqrt{48}`, and a constant :math:`1/\sqrt 2` (the intercept) is appended:
-:math:`d = 49`. Validation and test are clean, whole images of the target (disjoint from the sources).
+:math:`d = 49`. Validation and test are clean, whole images of the target, disjoint from
+the sources.
 """
 
 from __future__ import annotations
