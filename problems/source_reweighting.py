@@ -53,7 +53,8 @@ selection with :math:`\ker A_k`), the source picked by its validation loss; ``or
 is :math:`y^*` at the oracle mixture, :math:`\Phi` minimised by L-BFGS (scipy) from
 :math:`x = 0` with the exact :math:`\nabla\Phi` until :math:`\|\nabla\Phi\| \le 10^{-9}`
 or 2,000 iterations; :math:`\Phi` there is ``phi_star`` (a local minimum: a run may
-reach a slightly lower one, so ``phi_gap`` may dip below 0).
+reach a slightly lower one, so ``phi_gap`` may dip below 0); its weights are the columns
+``oracle_w_<source>``.
 
 Scales (defaults, split 0, :math:`x = 0`): the nonzero spectrum of :math:`G` lies in
 about :math:`[0.003, 0.5]`, so lower steps near 1 fit; :math:`\|\nabla\Phi(0)\|`
@@ -232,6 +233,7 @@ class SourceReweighting(SourceMixture):
             out["single"] = singles[best]
             self.best_single = best
             x_ref, self.oracle_residual = self.oracle_mixture()
+            self.oracle_weights = torch.softmax(x_ref, -1)
             out["oracle"] = self.y_star(x_ref)
             self._phi_star = float(self.phi(x_ref))
             self._baselines = out
@@ -247,4 +249,6 @@ class SourceReweighting(SourceMixture):
         for name, yb in self.baselines().items():
             out[f"test_acc_{name}"] = self.accuracy(yb, "test").expand(x.shape[0]).clone()
             out[f"test_loss_{name}"] = self.test_loss(yb).expand(x.shape[0]).clone()
+        for k, name in enumerate(self.names):
+            out[f"oracle_w_{name}"] = self.oracle_weights[:, k].expand(x.shape[0]).clone()
         return out
