@@ -57,8 +57,8 @@ reach a slightly lower one, so ``phi_gap`` may dip below 0); its weights are the
 ``oracle_w_<source>``.
 
 Scales (defaults, split 0, :math:`x = 0`): the nonzero spectrum of :math:`G` lies in
-about :math:`[0.003, 0.5]`, so lower steps near 1 fit; :math:`\|\nabla\Phi(0)\|`
-is about 0.1.
+about :math:`[0.0014, 0.53]`, so lower steps near 1.5 fit; :math:`\|\nabla\Phi(0)\|`
+is about 0.04 (upper steps of a few units, ``configs/papers/hgms_reweighting.yml``).
 """
 
 from __future__ import annotations

@@ -22,8 +22,11 @@ Verdicts (:func:`claims`): for each oracle and each other method, the paired dif
 selection and the weights together) and ``test_acc_at_y_star`` (the weights alone); the
 mean difference gets a two-sided 90% Student-t interval over the pairs
 (``scipy.stats.ttest_1samp``). "HG-MS higher" / "HG-MS lower" when the interval excludes
-0, else "no measurable difference". A separate claim checks the weights: the learned
-weight of ``clean`` exceeds those of ``noised`` and ``off_target`` in every HG-MS run.
+0, else "no measurable difference"; pairs where either run diverged are left out, and
+with fewer than two pairs left the verdict says how many HG-MS runs diverged. A separate
+claim checks the weights: the learned weight of ``clean`` exceeds those of ``noised`` and
+``off_target`` in every HG-MS run that finished. Table cells summarise finished runs
+only; the ``diverged`` column counts the others.
 """
 
 from __future__ import annotations
@@ -64,9 +67,12 @@ def specs(quick: bool = False) -> list[config.RunSpec]:
     return config.expand(config.from_mapping(data))
 
 
-def run(out: str | Path, quick: bool = False, progress: bool = False) -> pd.DataFrame:
-    """Run the experiment into ``out`` (resumable) and return its stored results."""
-    todo = specs(quick)
+def run(
+    out: str | Path, quick: bool = False, progress: bool = False, only: set[str] | None = None
+) -> pd.DataFrame:
+    """Run the experiment (only the algorithms ``only``, if given) into ``out``
+    (resumable) and return its stored results."""
+    todo = [s for s in specs(quick) if only is None or s.algorithm in only]
     summary = run_sweep(todo, out, progress=progress)
     for msg in summary.messages:
         print(f"bibench: {msg}")
@@ -93,8 +99,13 @@ def table(df: pd.DataFrame) -> pd.DataFrame:
     """One row per (oracle, method) and three baseline rows (module docstring)."""
     last = finals(df)
     rows = []
-    for (oracle, alg), part in last.groupby(["oracle", "algorithm"], sort=True):
-        row = {"oracle": oracle, "method": alg, "runs": len(part)}
+    for (oracle, alg), runs in last.groupby(["oracle", "algorithm"], sort=True):
+        part = runs[runs["status"] == "done"]
+        row = {"oracle": oracle, "method": alg, "runs": len(runs),
+               "diverged": int((runs["status"] == "diverged").sum())}  # fmt: skip
+        if part.empty:
+            rows.append(row)
+            continue
         row["test_acc"] = _cell(part["test_acc"])
         row["test_acc_at_y_star"] = _cell(part["test_acc_at_y_star"])
         row["hypergrad_norm"] = _cell(part["hypergrad_norm"])
@@ -106,7 +117,7 @@ def table(df: pd.DataFrame) -> pd.DataFrame:
     names = {"uniform": "uniform weights", "single": "best single source",
              "oracle": "oracle mixture"}  # fmt: skip
     for key, name in names.items():
-        row = {"oracle": "baseline", "method": name, "runs": len(per_split)}
+        row = {"oracle": "baseline", "method": name, "runs": len(per_split), "diverged": 0}
         row["test_acc"] = row["test_acc_at_y_star"] = _cell(per_split[f"test_acc_{key}"])
         if key == "uniform":
             row.update({f"w_{s}": f"{1 / len(SOURCES):.3f}" for s in SOURCES})
@@ -114,7 +125,7 @@ def table(df: pd.DataFrame) -> pd.DataFrame:
             row["phi_gap"] = "0 (reference)"
             row.update({f"w_{s}": f"{per_split[f'oracle_w_{s}'].median():.3f}" for s in SOURCES})
         rows.append(row)
-    return pd.DataFrame(rows).fillna("–")
+    return pd.DataFrame(rows).astype(object).fillna("–")
 
 
 def _interval(diff: np.ndarray) -> tuple[float, float, float]:
@@ -135,14 +146,19 @@ def claims(df: pd.DataFrame) -> list[dict]:
     mine = last[last["algorithm"] == SELECTING].set_index(keys)
     for alg in sorted(set(last["algorithm"]) - {SELECTING}):
         other = last[last["algorithm"] == alg].set_index(keys)
-        both = mine.join(other, how="inner", lsuffix="_hgms", rsuffix="_other")
-        for oracle, part in both.groupby(level="oracle"):
+        both = mine.merge(other, left_index=True, right_index=True, suffixes=("_hgms", "_other"))
+        for oracle, pairs in both.groupby(level="oracle"):
+            ok = (pairs["status_hgms"] == "done") & (pairs["status_other"] == "done")
+            part = pairs[ok]
             for metric in METRICS:
                 diff = (part[f"{metric}_hgms"] - part[f"{metric}_other"]).to_numpy(float)
-                mean, lo, hi = _interval(diff)
+                mean, lo, hi = _interval(diff) if len(diff) else (np.nan,) * 3
+                lost = int((pairs["status_hgms"] != "done").sum())
                 verdict = (
-                    "HG-MS higher" if lo > 0 else "HG-MS lower" if hi < 0
-                    else "no measurable difference"
+                    f"not comparable: {len(diff)}/{len(pairs)} pairs finished "
+                    f"(HG-MS diverged in {lost})"
+                    if len(diff) < 2 else "HG-MS higher" if lo > 0
+                    else "HG-MS lower" if hi < 0 else "no measurable difference"
                 )  # fmt: skip
                 out.append({
                     "paper": "hgms",
@@ -153,7 +169,7 @@ def claims(df: pd.DataFrame) -> list[dict]:
                     "n": len(diff), "mean": mean, "ci_low": lo, "ci_high": hi,
                     "verdict": verdict,
                 })  # fmt: skip
-    hg = last[last["algorithm"] == SELECTING]
+    hg = last[(last["algorithm"] == SELECTING) & (last["status"] == "done")]
     if not hg.empty:
         margin = hg["w_clean"] - hg[["w_noised", "w_off_target"]].max(axis=1)
         ok = bool((margin > 0).all())
