@@ -111,3 +111,22 @@ def test_learned_weights_favour_clean_and_on_target_sources_over_five_splits():
         assert problem.phi(x_ref) < problem.phi(zero)
         acc = problem.accuracy(problem.y_star(x_ref), "test")
         assert acc > problem.accuracy(problem.y_star(zero), "test"), seed
+
+
+def test_single_source_baseline_is_the_optimistic_solution_of_that_source():
+    problem = _problem(**SMALL)
+    base = problem.baselines()
+    k = SOURCES.index(problem.best_single)
+    ys = base["single"]
+    # stationary for that source alone: sum_{i in k} a_i e_i^T = 0
+    a, b = problem.a["train"][problem.source == k], problem.B["train"][problem.source == k]
+    resid = problem.weight_matrix(ys)[0].T @ a.T - b.T
+    assert (a.T @ resid.T).abs().max() < 1e-10
+    # optimistic: grad f is orthogonal to the kernel of that source's features
+    _, sv, vt = torch.linalg.svd(a, full_matrices=True)
+    null = vt[int((sv > sv[0] * 1e-10).sum()) :].T
+    zero = torch.zeros(1, 5)
+    assert (null.T @ problem.weight_matrix(problem.grad_y_f(zero, ys))[0]).abs().max() < 1e-10
+    # the oracle mixture beats uniform weights; uniform is y*(0)
+    assert problem.phi_star <= problem.phi(zero).item()
+    assert problem.f(zero, base["uniform"]).item() == pytest.approx(problem.phi(zero).item())

@@ -63,3 +63,15 @@ def test_fd_of_phi_is_the_hypergradient_with_a_coarse_step_too():
     problem = _problem(seed=3)
     x = 0.5 * torch.ones(1, 5)
     assert torch.allclose(fd_grad(problem.phi, x, 1e-2), problem.hypergrad(x), atol=1e-7)
+
+
+def test_baselines_the_oracle_mixture_beats_uniform_and_single_sources_are_stationary():
+    problem = _problem(seed=4)
+    base = problem.baselines()
+    zero = torch.zeros(1, 5)
+    assert problem.phi_star <= problem.phi(zero).item() + 1e-12
+    assert problem.oracle_residual < 1e-5
+    k = problem.names.index(problem.best_single)
+    coef = 5.0 * (problem.source == k).double()[None]
+    grad = problem._grad_y_g(coef, base["single"])
+    assert grad[:, problem.observed.bool()].norm() <= REF_TOL
