@@ -159,3 +159,31 @@ def test_faithful_sign_descent_hits_minus_pi_over_2_on_time(p, eta, per_call):
 def test_faithful_without_a_script_step_for_p_is_one_clear_error():
     with pytest.raises(UserError, match="p = 3"):
         start("unibio_faithful", make("unibio_synthetic", p=3))
+
+
+FIRST_HIT = {2: 50, 4: 84, 6: 124, 8: 248}  # the issue's reference run of the script
+
+
+@pytest.mark.parametrize("p", sorted(FIRST_HIT))
+def test_faithful_plotted_value_first_falls_below_005_when_the_script_s_does(p):
+    """``script_hypergrad`` is the script's plotted |gate · ∇Φ(x_t) + ξ_t|: its first
+    iteration below 0.05 is within 3 of the reference for each of 5 seeds (measured 50;
+    83-84; 123-125; 247-249). The estimate's own norm lags by up to 5 at p = 8, so a
+    metric that recorded the estimate instead would fail here."""
+    seeds = torch.arange(5)
+    problem = make("unibio_synthetic", p=p)
+    cls = get_algorithm("unibio_faithful")
+    alg = cls(batch_hyper([cls.Hyper()] * 5, torch.device("cpu")))
+    rng = BatchedRNG(seeds, 1)
+    state = alg.init(problem, Oracle(problem, BatchedRNG(seeds, 2)), problem.init_x(rng),
+                     problem.init_y(rng), BatchedRNG(seeds, 3))  # fmt: skip
+    plotted, x_t = [], []
+    for _ in range(FIRST_HIT[p] + 10):
+        x_t.append(state.x[:, 0])
+        state = alg.step(state)
+        plotted.append(alg.metrics(problem, state)["script_hypergrad"])
+    # the recorded point is the step's x_t and the value is the exact formula + ξ_t
+    exact = torch.cos(x_t[-1]) * torch.cos(torch.sin(x_t[-1]))
+    assert torch.allclose(plotted[-1], (exact + state.xi[:, 0]).abs(), rtol=0, atol=1e-15)
+    first = (torch.stack(plotted) < 0.05).to(torch.int64).argmax(0)
+    assert ((first - FIRST_HIT[p]).abs() <= 3).all(), first.tolist()
