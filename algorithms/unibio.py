@@ -71,7 +71,7 @@ def uniform_convexity_degree(problem, p: int) -> int:
 
 @register_algorithm("unibio")
 class UniBiO(Algorithm):
-    r"""UniBiO (ICLR 2026, arXiv 2603.00027, Algorithm 2): Epoch-SGD lower level, normalized momentum.
+    r"""UniBiO (ICLR 2026, arXiv 2603.00027, Alg. 2): Epoch-SGD lower level, normalized momentum.
 
     .. math::
 
