@@ -78,8 +78,9 @@ class BOME(Algorithm):
         x, y = state.x, state.y
         y_hat = lower_descent(o, x, y, hp.lr_y, hp.n_inner)
         fx, fy = o.grad_f(x, y)
-        qx = o.grad_x_g(x, y) - o.grad_x_g(x, y_hat)
-        qy = o.grad_y_g(x, y)
+        batch = o.sample("g")  # ∇q̂ on one sample of g, as autograd of g(y) − g(ŷ) would be
+        qx = o.grad_x_g(x, y, batch) - o.grad_x_g(x, y_hat, batch)
+        qy = o.grad_y_g(x, y, batch)
         qq = _dot(qx, qx) + _dot(qy, qy)
         fq = _dot(fx, qx) + _dot(fy, qy)
         safe = torch.where(qq > 0, qq, torch.ones_like(qq))

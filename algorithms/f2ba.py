@@ -105,6 +105,7 @@ class F2BA(Algorithm):
         y_g = lower_descent(o, x, state.y_g, hp.lr_y, hp.n_inner)
         for _ in range(hp.n_inner):
             y = y - hp.lr_y * (o.grad_y_f(x, y) / lam + o.grad_y_g(x, y))
-        h = o.grad_x_f(x, y) + lam * (o.grad_x_g(x, y) - o.grad_x_g(x, y_g))
+        batch = o.sample("g")  # one sample for both: its noise cancels in the difference
+        h = o.grad_x_f(x, y) + lam * (o.grad_x_g(x, y, batch) - o.grad_x_g(x, y_g, batch))
         lam_next = torch.minimum(lam * hp.lam_growth, hp.lam_max * torch.ones_like(lam))
         return F2BAState(x - hp.lr_x * h, y, y_g, lam_next, h)
