@@ -99,6 +99,8 @@ def claim_intrinsic(df: pd.DataFrame) -> Claim:
              f"N(eps = {EPS:g}) at d = 64 equals that at d = 16, and grows from k = 1 to 15")
     experiment = "configs/papers/hgms_dims.yml (hat, selection solved to a tolerance)"
     part = _dims(df, "tolerance")
+    if part.empty:
+        return not_testable(PAPER, claim, experiment, "no hg_ms runs on hat with both modes")
     ks, ds = sorted(part["prob_k"].unique()), sorted(part["prob_dim_y"].unique())
     if len(ks) < 2 or len(ds) < 2:
         return not_testable(PAPER, claim, experiment, "needs two k and two d of hat")

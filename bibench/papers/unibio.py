@@ -358,6 +358,8 @@ def claim_noise(df: pd.DataFrame) -> Claim:
 def p_rate_exponents(df: pd.DataFrame) -> dict[int, SlopeFit]:
     """Per p: the fitted exponent b of N(eps) ~ eps^-b on P11e, bootstrap CI over seeds."""
     part = df[(df["problem"] == "lp_degenerate") & (df["algorithm"] == "unibio")]
+    if part.empty or "prob_p" not in part:
+        return {}
     fits = {}
     for p, g in part.groupby("prob_p"):
         n = np.vstack([first_hit(r["oracle_calls"].to_numpy(), r["hypergrad_norm"].to_numpy(),
