@@ -1,6 +1,6 @@
-r"""Mexican-hat lower levels (HG-MS / BGS regime): P1, P1′, P3, P4 of research/manifold.md §4.
+r"""Mexican-hat lower levels (HG-MS / BGS regime): P1, P1′, P3, P4.
 
-All four problems share the lower level (research/manifold.md §1.3, §4 P1)
+All four problems share the lower level (the Mexican hat of Arbel & Mairal (NeurIPS 2022, arXiv 2207.04888), Fig. 2)
 
 .. math::
 
@@ -25,7 +25,7 @@ whose solution set is a manifold of minimisers, :math:`S(x) = \{c(x) + r(x)u : \
 
 so :math:`\ker \nabla^2_{yy} g = T_y S(x)` (Morse–Bott) and the pseudoinverse hypergradient
 :math:`\nabla_x f - \nabla^2_{xy} g (\nabla^2_{yy} g)^\dagger \nabla_y f` at the optimistic
-selection equals :math:`\nabla\Phi` (research/manifold.md §2.2).
+selection equals :math:`\nabla\Phi` (HG-MS (Masiha, Shen, Kiyavash, He; arXiv 2605.09209)).
 
 The moving pieces (chosen here; the notes leave them open) are smooth and bounded:
 
@@ -294,7 +294,7 @@ class HatParams(ProblemParams):
 class Hat(HatLowerLevel):
     r"""P1: Mexican hat, S(x) = S^k × {e(x)} (moving centre and radius), quadratic f.
 
-    research/manifold.md §4 P1 (and §1.3 for ``g``; Arbel & Mairal 2022 Fig. 2 left). With
+    The lower level of Arbel & Mairal (NeurIPS 2022, arXiv 2207.04888) Fig. 2 (left). With
     the lower level of this module and
 
     .. math::
@@ -491,7 +491,7 @@ class HatKinkParams(ProblemParams):
 class HatKink(Hat):
     r"""P1′: unit sphere with a(x) = x e1; Φ = ½(|x| − 1)² has a concave kink at x = 0.
 
-    research/manifold.md §4 P1′: P1 with :math:`c \equiv 0`, :math:`r \equiv 1`,
+    P1 with :math:`c \equiv 0`, :math:`r \equiv 1`,
     :math:`a(x) = x e_1` (:math:`x \in \mathbb R`), :math:`h = 0`, full sphere in
     :math:`\mathbb R^d`:
 
@@ -572,7 +572,7 @@ class HatTRSParams(ProblemParams):
 class HatTRS(HatLowerLevel):
     r"""P3: sphere + indefinite quadratic f; the selection is an exact trust-region subproblem.
 
-    research/manifold.md §4 P3. P1's lower level on the full sphere (:math:`k = d - 1`) and
+    P1's lower level on the full sphere (:math:`k = d - 1`) and
 
     .. math::
 
@@ -728,7 +728,7 @@ class CircleParams(ProblemParams):
 class CircleMultimodal(HatLowerLevel):
     r"""P4: moving circle in R² with a multimodal f of the angle; Φ by grid + Newton.
 
-    research/manifold.md §4 P4. P1's lower level with :math:`d = 2`,
+    P1's lower level with :math:`d = 2`,
     :math:`y = c(x) + r(x)(\cos\theta, \sin\theta)`, and
 
     .. math::

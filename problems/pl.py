@@ -1,4 +1,5 @@
-r"""PL lower levels (Chen–Xu–Zhang regime): P5, P6, P7, P9, P10 of research/manifold.md §4.
+r"""PL lower levels (Chen–Xu–Zhang regime): P5, P6, P7, P9, P10 (Chen, Xu, Zhang,
+COLT 2024, arXiv 2301.00712).
 
 :math:`g(x, \cdot)` satisfies the Polyak–Łojasiewicz inequality
 :math:`\tfrac12\|\nabla_y g\|^2 \ge \mu (g - g^*)` for every ``x`` (P10: on ``x >= 0``), and
@@ -69,7 +70,7 @@ class BOMEToy(Problem):
     r"""P9: BOME/BDA toy, S(x) a line; the BGS flow selection and the optimistic Φ disagree.
 
     Liu et al. 2022 (BOME, ``toy/toy_lls.py``), going back to BDA (Liu et al. 2020);
-    research/manifold.md §4 P9. :math:`x \in \mathbb R`, :math:`y \in \mathbb R^2`:
+    :math:`x \in \mathbb R`, :math:`y \in \mathbb R^2`:
 
     .. math::
 
@@ -209,7 +210,7 @@ class _RowLeastSquares(Problem):
         f(x, y) = \tfrac12 \|u - t\|^2, \qquad b(x) = \sin(Wx) + b_0,
 
     ``psi`` the identity (P5) or :math:`s(t) = t + \tfrac12\sin t` (P7). In ``u``
-    coordinates both are P5 of research/manifold.md §4, with :math:`A^\dagger` the
+    coordinates both are P5, with :math:`A^\dagger` the
     pseudoinverse:
 
     .. math::
@@ -423,7 +424,7 @@ class PLCurved(_RowLeastSquares):
         \Phi = \Phi_{P5}, \ \nabla\Phi = \nabla\Phi_{P5}.
 
     :math:`\psi' = 1 + \tfrac12 \cos y \in [\tfrac12, \tfrac32]`, so ``g`` is PL with
-    :math:`\mu \ge \tfrac14 / \mathrm{cond}` (research/manifold.md §3.3), and ``S(x)``
+    :math:`\mu \ge \tfrac14 / \mathrm{cond}` (P5's :math:`1/\mathrm{cond}` times :math:`\min\psi'^2 = 1/4`), and ``S(x)``
     is a curved ``(dim_y - rank)``-manifold whenever :math:`\ker A` is not spanned by
     coordinate axes (a random rotation here). :math:`\psi^{-1}` is elementwise Newton.
     At :math:`y^*`, :math:`A^\top (A\psi(y^*) - b) = 0`, so
@@ -556,7 +557,7 @@ class PLGraphParams(ProblemParams):
 class PLGraph(Problem):
     r"""P6: nonconvex PL, g = ½(s(y₁) − b(x))² with s(t) = t + ½ sin t; S(x) a hyperplane.
 
-    research/manifold.md §4 P6:
+    P6:
 
     .. math::
 
@@ -697,7 +698,7 @@ class PLGraph(Problem):
 class VPBGDToy(Problem):
     r"""P10: V-PBGD toy, singleton nonconvex-PL lower level y* = −x, nonconvex Φ on [0, 3].
 
-    Shen & Chen, ICML 2023 (``V-PBGD/toy/toy.py``); research/manifold.md §4 P10.
+    Shen & Chen, ICML 2023 (arXiv 2302.05185, ``V-PBGD/toy/toy.py``).
     :math:`x, y \in \mathbb R`, :math:`z = x + y`, :math:`s = 2 - 4x`:
 
     .. math::

@@ -4,8 +4,8 @@ Notation: :math:`z^{[k]} = \mathrm{sign}(z) |z|^k` is the signed power (elementw
 ``p >= 2`` is the uniform-convexity degree. For ``p > 2`` the lower Hessian vanishes
 where the relevant residual vanishes, so the classical implicit-function formula can be
 0/0; each problem says which hypergradient formula applies. Sources:
-research/unibio.md §1 (P11a, exactly the authors' ``synthetic_exp.py``) and
-research/manifold.md §4 P11 (b)–(d).
+UniBiO (ICLR 2026, arXiv 2603.00027) App. E.3 (P11a, exactly the authors' ``synthetic_exp.py``); P11b–e are
+ours, in its setting (uniform convexity of degree ``p``).
 
 * ``unibio_synthetic`` (P11a): :math:`g = |y|^p/p - y \sin x`,
   :math:`f = \sin(y^{[p-1]})` clipped to :math:`\pm1`, :math:`\Phi = \sin(\sin x)`.
@@ -69,7 +69,7 @@ class UniBiOSyntheticParams(ProblemParams):
 class UniBiOSynthetic(Problem):
     r"""P11a: UniBiO synthetic 1-D problem, g = |y|^p/p − y sin x, Φ = sin(sin x).
 
-    The authors' ``synthetic_exp.py`` (research/unibio.md §1.1), with
+    The authors' ``synthetic_exp.py`` (UniBiO (ICLR 2026, arXiv 2603.00027), App. E.3), with
     :math:`\theta_p = (\pi/2)^{1/(p-1)}`:
 
     .. math::
@@ -228,7 +228,7 @@ class _SineMap(Problem):
 class PPSeparable(_SineMap):
     r"""P11b: separable p-power g = (1/p)Σ|yᵢ − bᵢ(x)|^p, Hessian exactly 0 at y* = b(x).
 
-    research/manifold.md §4 P11(b); ``b`` as in :class:`_SineMap`:
+    ``b`` as in :class:`_SineMap`:
 
     .. math::
 
@@ -321,7 +321,7 @@ class LpLinearParams(SeparableParams):
 class LpLinear(_SineMap):
     r"""P11c: ℓp-linear g = ‖y‖ₚᵖ/p − ⟨y, b(x)⟩, y* = b^[1/(p−1)]; smooth f or negative control.
 
-    research/manifold.md §4 P11(c); ``b`` as in :class:`_SineMap`, :math:`k = 1/(p-1)`:
+    ``b`` as in :class:`_SineMap`, :math:`k = 1/(p-1)`:
 
     .. math::
 
@@ -511,7 +511,7 @@ class PNormRegressionParams(ProblemParams):
 class PNormRegression(Problem):
     r"""P11d: p-norm regression g = (1/pn)‖Ay − b(x)‖ₚᵖ, reference solve by damped Newton.
 
-    research/manifold.md §4 P11(d). Rows :math:`(a_i, w_i, b_{0,i})`, :math:`i = 1..n`:
+    Rows :math:`(a_i, w_i, b_{0,i})`, :math:`i = 1..n`:
 
     .. math::
 
