@@ -1,5 +1,6 @@
 r"""Deformed Mexican hats (HG-MS / BGS regime): P2 and the
-deformation of Arbel & Mairal (NeurIPS 2022, arXiv 2207.04888) Fig. 2 (right) whose minima turn into saddles.
+deformation of Arbel & Mairal (NeurIPS 2022, arXiv 2207.04888) Fig. 2 (right) whose minima
+turn into saddles.
 
 * ``ellipsoid`` (P2): :math:`g = \tfrac14(y^\top M(x) y - 1)^2`, a manifold of minimisers
   (an ellipsoid) whose shape moves with ``x``; linear ``f``.

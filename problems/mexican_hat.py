@@ -1,6 +1,7 @@
 r"""Mexican-hat lower levels (HG-MS / BGS regime): P1, P1′, P3, P4.
 
-All four problems share the lower level (the Mexican hat of Arbel & Mairal (NeurIPS 2022, arXiv 2207.04888), Fig. 2)
+All four problems share the lower level (the Mexican hat of Arbel & Mairal, NeurIPS 2022,
+arXiv 2207.04888, Fig. 2)
 
 .. math::
 

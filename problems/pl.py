@@ -424,7 +424,8 @@ class PLCurved(_RowLeastSquares):
         \Phi = \Phi_{P5}, \ \nabla\Phi = \nabla\Phi_{P5}.
 
     :math:`\psi' = 1 + \tfrac12 \cos y \in [\tfrac12, \tfrac32]`, so ``g`` is PL with
-    :math:`\mu \ge \tfrac14 / \mathrm{cond}` (P5's :math:`1/\mathrm{cond}` times :math:`\min\psi'^2 = 1/4`), and ``S(x)``
+    :math:`\mu \ge \tfrac14 / \mathrm{cond}` (P5's :math:`1/\mathrm{cond}` times
+    :math:`\min\psi'^2 = 1/4`), and ``S(x)``
     is a curved ``(dim_y - rank)``-manifold whenever :math:`\ker A` is not spanned by
     coordinate axes (a random rotation here). :math:`\psi^{-1}` is elementwise Newton.
     At :math:`y^*`, :math:`A^\top (A\psi(y^*) - b) = 0`, so

@@ -4,7 +4,8 @@ Notation: :math:`z^{[k]} = \mathrm{sign}(z) |z|^k` is the signed power (elementw
 ``p >= 2`` is the uniform-convexity degree. For ``p > 2`` the lower Hessian vanishes
 where the relevant residual vanishes, so the classical implicit-function formula can be
 0/0; each problem says which hypergradient formula applies. Sources:
-UniBiO (ICLR 2026, arXiv 2603.00027) App. E.3 (P11a, exactly the authors' ``synthetic_exp.py``); P11b–e are
+UniBiO (ICLR 2026, arXiv 2603.00027) App. E.3 (P11a, exactly the authors'
+``synthetic_exp.py``); P11b–e are
 ours, in its setting (uniform convexity of degree ``p``).
 
 * ``unibio_synthetic`` (P11a): :math:`g = |y|^p/p - y \sin x`,
