@@ -92,11 +92,11 @@ def test_hat_gradient_descent_reaches_nondegenerate_stationary_points():
     instance with unit-norm G, B, C, E; the Gaussian one also had a second local minimum)."""
     problem = make("hat")
     x = problem.init_x(BatchedRNG(torch.arange(16), 1))
-    for _ in range(3000):
-        x = x - 0.8 * problem.hypergrad(x)
+    for _ in range(2500):
+        x = x - 0.4 * problem.hypergrad(x)
     assert torch.linalg.vector_norm(problem.hypergrad(x), dim=-1).max() < 1e-10
     hess = torch.stack([jacfwd(lambda z: problem.hypergrad(z[None])[0])(xi) for xi in x[:4]])
-    assert torch.linalg.eigvalsh(hess).min() > 0.005
+    assert torch.linalg.eigvalsh(hess).min() > 0.02
 
 
 def test_hat_flow_selection_is_the_limit_of_gradient_descent_on_g():
