@@ -44,6 +44,10 @@ class BOME(Algorithm):
     as far as the constraint allows; limit points are KKT points of the value-function
     reformulation, i.e. optimistic stationary points when ``g`` is PL.
     Oracle calls per step: ``T + 1`` ∇_y g, two ∇_x g, one ∇_x f, one ∇_y f.
+    Sampling: each inner step of ``ŷ`` draws its own sample; ∇_x f and ∇_y f share one
+    sample of ``f`` at :math:`(x, y)`; the three derivatives of :math:`\hat q` (∇_x g at
+    ``y`` and at :math:`\hat y_T`, ∇_y g at ``y``) share one sample of ``g``, as the
+    gradient of the sampled :math:`g(x, y) - g(x, \hat y_T)` would.
 
     Choices: :math:`\phi = \eta\|\nabla\hat q\|^2` with η = 0.5 (the paper's default);
     :math:`\lambda = 0` when :math:`\nabla\hat q = 0` exactly (the barrier is then

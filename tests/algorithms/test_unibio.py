@@ -1,7 +1,7 @@
 r"""UniBiO (clean and faithful) and their shared pieces in bibench/epoch_sgd.py.
 
-* Epoch-SGD stage lengths T_k = ⌊5·2^{τ(k−1)}⌋, τ = 2(p−1)/p, within K = 100: the table of
-  research/unibio.md §1.3 (5,10,20,40 / 5,14,40 / 5,15,50 / 5,16,56 for p = 2,4,6,8), and
+* Epoch-SGD stage lengths T_k = ⌊5·2^{τ(k−1)}⌋, τ = 2(p−1)/p, within K = 100, as in the
+  authors' synthetic_exp.py (5,10,20,40 / 5,14,40 / 5,15,50 / 5,16,56 for p = 2,4,6,8), and
   a one-step call is the projected step y − min(1, D₁/‖γ₁∇g‖) γ₁∇g.
 * Generalized-Hessian hypergradient: on unibio_synthetic D⁻¹H = 1, so with α = 1 the
   estimate is cos x · cos(y^{p−1}) inside |y| ≤ θ_p = (π/2)^{1/(p−1)} and 0 outside
@@ -10,7 +10,7 @@ r"""UniBiO (clean and faithful) and their shared pieces in bibench/epoch_sgd.py.
   the plain Neumann series, exact to (1 − μ_g)^Q.
 * UniBiO reaches |∇Φ| ≤ 1e-3 on unibio_synthetic for p ∈ {2, 4, 6, 8}.
 * unibio_faithful is sign descent from x₀ = 1 with step η_p: it first passes −π/2 after
-  ⌈(1 + π/2)/η_p⌉ steps (research/unibio.md §1.2), and each Epoch-SGD call costs the
+  ⌈(1 + π/2)/η_p⌉ steps (the authors' script), and each Epoch-SGD call costs the
   table's 75, 59, 70, 77 gradients.
 """
 
