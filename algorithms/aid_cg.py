@@ -43,8 +43,10 @@ class AIDCG(Algorithm):
     the initial residual when warm-starting ``v``) and one cross product.
 
     Choices: ``v`` is warm-started from the previous step (AID-BiO does; set
-    ``warm_start_v=False`` for ``v_0 = 0``). Deterministic algorithm: on a stochastic
-    problem every call draws its own minibatch.
+    ``warm_start_v=False`` for ``v_0 = 0``). Sampling: a deterministic algorithm, so on a
+    stochastic problem every call draws its own minibatch (∇_x f and ∇_y f too); the
+    inner steps at their own iterates, everything else at :math:`(x_k, y_{k+1})`, the
+    output of the inner loop.
     """
 
     Hyper = AIDCGHyper

@@ -44,6 +44,10 @@ class BOME(Algorithm):
     as far as the constraint allows; limit points are KKT points of the value-function
     reformulation, i.e. optimistic stationary points when ``g`` is PL.
     Oracle calls per step: ``T + 1`` ∇_y g, two ∇_x g, one ∇_x f, one ∇_y f.
+    Sampling: each inner step of ``ŷ`` draws its own sample; ∇_x f and ∇_y f share one
+    sample of ``f`` at :math:`(x, y)`; the three derivatives of :math:`\hat q` (∇_x g at
+    ``y`` and at :math:`\hat y_T`, ∇_y g at ``y``) share one sample of ``g``, as the
+    gradient of the sampled :math:`g(x, y) - g(x, \hat y_T)` would.
 
     Choices: :math:`\phi = \eta\|\nabla\hat q\|^2` with η = 0.5 (the paper's default);
     :math:`\lambda = 0` when :math:`\nabla\hat q = 0` exactly (the barrier is then
@@ -78,8 +82,9 @@ class BOME(Algorithm):
         x, y = state.x, state.y
         y_hat = lower_descent(o, x, y, hp.lr_y, hp.n_inner)
         fx, fy = o.grad_f(x, y)
-        qx = o.grad_x_g(x, y) - o.grad_x_g(x, y_hat)
-        qy = o.grad_y_g(x, y)
+        batch = o.sample("g")  # ∇q̂ on one sample of g, as autograd of g(y) − g(ŷ) would be
+        qx = o.grad_x_g(x, y, batch) - o.grad_x_g(x, y_hat, batch)
+        qy = o.grad_y_g(x, y, batch)
         qq = _dot(qx, qx) + _dot(qy, qy)
         fq = _dot(fx, qx) + _dot(fy, qy)
         safe = torch.where(qq > 0, qq, torch.ones_like(qq))

@@ -10,6 +10,7 @@ from bibench import Algorithm, HyperParams, register_algorithm
 from bibench.hypergrad import lower_descent, range_lstsq
 
 SELECTIONS = ("riemannian", "penalty", "exact")
+SELECT_MODES = ("one_step", "tolerance")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -19,7 +20,11 @@ class HGMSHyper(HyperParams):
     selection: str = "riemannian"  # riemannian | penalty | exact
     lr_select: float = 0.5  # Riemannian step along -P_T grad_y f (about 1/L_f)
     n_inner: int = 10  # lower GD steps per outer step (lands on S(x))
-    n_select: int = 1  # selection steps per outer step
+    n_select: int = 1  # selection steps per outer step (select_mode "one_step")
+    select_mode: str = "one_step"  # one_step: n_select steps | tolerance: until sel_tol
+    sel_tol: float = 1e-10  # tolerance mode: stop once ||P_T grad_y f|| <= sel_tol ...
+    sel_rel: float = 0.1  # ... or <= sel_rel * ||h|| of the previous outer step
+    sel_max_iter: int = 200  # tolerance mode: at most this many selection steps
     n_retract: int = 2  # lower GD steps after each selection step (retraction onto S)
     n_cg: int = 10  # CGNR iterations per least-squares solve (warm z)
     null_tol: float = 1e-3  # relative curvature below which a direction is tangent (rcond)
@@ -35,6 +40,14 @@ class HGMSHyper(HyperParams):
             raise ValueError(
                 f"selection must be one of {', '.join(SELECTIONS)}, got '{self.selection}'"
             )
+        if self.select_mode not in SELECT_MODES:
+            raise ValueError(
+                f"select_mode must be one of {', '.join(SELECT_MODES)}, got '{self.select_mode}'"
+            )
+        if self.select_mode == "tolerance" and self.selection != "riemannian":
+            raise ValueError("select_mode 'tolerance' needs selection 'riemannian'")
+        if self.sel_tol < 0 or self.sel_rel < 0 or self.sel_max_iter < 1:
+            raise ValueError("sel_tol and sel_rel must be >= 0 and sel_max_iter >= 1")
         if self.n_starts < 1:
             raise ValueError(f"n_starts must be >= 1, got {self.n_starts}")
         if self.null_tol < 0 or self.sigma_min < 0:
@@ -50,6 +63,7 @@ class HGMSState:
     pop: torch.Tensor  # selection candidates, (P, R, dim_y)
     pop_z: torch.Tensor  # their warm starts of xi = H z, (P, R, dim_y)
     k: int  # outer step count (penalty path)
+    h_norm: torch.Tensor  # ||h|| of the last outer step, (R, 1) (inf before the first)
 
 
 @register_algorithm("hg_ms")
@@ -58,7 +72,7 @@ class HGMS(Algorithm):
 
     For a lower level whose solution set :math:`S(x)` is a manifold (local PL /
     Morse–Bott), :math:`\Phi(x) = \min_{y \in S(x)} f(x, y)` is differentiable wherever
-    the optimistic selection :math:`y^\star(x)` is unique, with (research/manifold.md §2.2)
+    the optimistic selection :math:`y^\star(x)` is unique, with
 
     .. math::
 
@@ -91,18 +105,35 @@ class HGMS(Algorithm):
        :math:`\xi = -H^\dagger \nabla_y f` by min-norm CG warm-started in :math:`\xi = Hz`
        (:func:`bibench.hypergrad.range_lstsq`), then :math:`x \leftarrow x - \alpha h`.
 
-    Every choice is ours (only the abstract and a summary of the paper were available,
-    research/manifold.md §2.3; no public code): the three selection routines are the
-    ones the notes list as plausible; :math:`P_T` comes from the least-squares residual
-    with an ``rcond``-like ``null_tol`` (default 1e-3: directions whose curvature is
-    below 1e-3 of the largest seen count as tangent; CG would otherwise go on to invert
-    the tiny tangent curvature at a point slightly off ``S`` and cancel the tangent
-    step); the penalty step :math:`\beta/(1+\sigma)` assumes :math:`L_f \lesssim L_g`;
-    global exploration, which the abstract's "complexity governed by the intrinsic
-    dimension k" suggests, is a population of ``n_starts`` candidates, candidate ``p > 1``
-    started at :math:`y_0 + r\,\mathcal N(0, I)` and kept, warm-started, across steps
-    (a candidate whose lower solve blows up restarts from the selected point). Defaults
-    suit ``L_g`` = 1 (``quadratic``); the quartic Mexican hats need ``lr_y`` ≈ 0.1.
+    What is the paper's and what is ours. The paper (arXiv 2605.09209; only its abstract
+    and a summary were available to us, no public code) gives: the selection-then-
+    differentiate principle, differentiability of Φ where the optimistic selection is
+    unique under a local PL condition, the pseudoinverse hypergradient above, and a
+    complexity governed by the intrinsic dimension ``k`` of ``S(x)``. Our reconstruction,
+    every part of it: the three selection routines; the one-step selection (``n_select``
+    Riemannian steps per outer step, warm-started across steps) and the selection solved
+    to a tolerance (``select_mode = "tolerance"``: Riemannian steps, each retracted by GD
+    on ``g`` until :math:`\|\nabla_y g\| \le` tol, until
+    :math:`\|P_T\nabla_y f\| \le \text{tol} = \max(\text{sel\_tol},
+    \text{sel\_rel}\,\|h_{k-1}\|)`, at most ``sel_max_iter`` steps each, runs that meet
+    it stop being counted; the relative slack keeps the selection error a fraction of the
+    current hypergradient, sel_rel = 0.1, sel_tol = 1e-10); :math:`P_T` from the
+    least-squares residual with an ``rcond``-like ``null_tol`` (default 1e-3: directions
+    whose curvature is below 1e-3 of the largest seen count as tangent; off ``S`` CG may
+    still invert the small tangent curvature and make the residual vanish spuriously,
+    which is why the tolerance mode retracts to tolerance first); the penalty step
+    :math:`\beta/(1+\sigma)` assumes :math:`L_f \lesssim L_g`; global exploration as a
+    population of ``n_starts`` candidates, candidate ``p > 1`` started at
+    :math:`y_0 + r\,\mathcal N(0, I)` and kept, warm-started, across steps (a candidate
+    whose lower solve blows up restarts from the selected point); all tolerances and
+    defaults. Defaults suit ``L_g`` = 1 (``quadratic``); the quartic Mexican hats need
+    ``lr_y`` ≈ 0.1 and, in tolerance mode, ``lr_select`` ≈ 0.2 (0.5 overshoots).
+
+    Sampling: every ∇_y g of the lower solve and of the retractions draws its own sample at
+    its own iterate; each selection step's ∇_y f draws its own sample of ``f`` and each
+    of its least-squares HVPs its own sample of ``g``, at the current candidate; the
+    hypergradient's ∇_x f and ∇_y f share one sample of ``f``, its HVPs and cross product
+    draw their own, all at :math:`(x_k, y)` with ``y`` the selected point (``y_{k+1}``).
 
     ``zero_respecting``: true for ``riemannian`` and ``penalty`` with ``n_starts`` = 1
     (every iterate is a combination of oracle outputs); false for ``exact`` (reads
@@ -134,15 +165,18 @@ class HGMS(Algorithm):
             noise = rng.normal(y0.shape[1], dtype=y0.dtype).to(y0.device)
             pop.append(y0 + self.hp.explore_radius * noise)
         pop_t = torch.stack(pop)
-        return HGMSState(x0, y0, pop_t, torch.zeros_like(pop_t), 0)
+        inf = torch.full_like(x0[:, :1], float("inf"))
+        return HGMSState(x0, y0, pop_t, torch.zeros_like(pop_t), 0, inf)
 
     def _hvp(self, x, y):
         o = self.oracle
         return lambda u, active=None: o.hvp_yy_g(x, y, u, active=active)
 
-    def _select(self, x, y, z, k):
+    def _select(self, x, y, z, k, h_norm):
         """Lower solve + selection steps for one candidate; returns ``(y, z)``."""
         hp, o = self.hp, self.oracle
+        if hp.select_mode == "tolerance":
+            return self._select_to_tolerance(x, y, z, h_norm)
         y = lower_descent(o, x, y, hp.lr_y, hp.n_inner)
         if hp.selection == "riemannian":
             for _ in range(hp.n_select):
@@ -157,6 +191,46 @@ class HGMS(Algorithm):
             y = lower_descent(o, x, y, hp.lr_y, hp.n_retract)
         return y, z
 
+    def _select_to_tolerance(self, x, y, z, h_norm):
+        r"""Riemannian selection steps until :math:`\|P_T\nabla_y f\| \le
+        \max(\text{sel\_tol}, \text{sel\_rel}\,\|h_{k-1}\|)` per run (at most
+        ``sel_max_iter``); a run that meets it stops, and stops being counted (``active``
+        masks), so each run's count is its own cost."""
+        hp, o = self.hp, self.oracle
+        rel = torch.where(torch.isfinite(h_norm), hp.sel_rel * h_norm, 0.0)  # step 0: sel_tol
+        tol = torch.clamp(rel, min=hp.sel_tol)
+        live = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+        y = self._retract(x, y, live, tol)
+        for _ in range(hp.sel_max_iter):
+            u = o.grad_y_f(x, y, active=live)
+
+            def hvp(v, active=None, y=y, live=live):
+                return o.hvp_yy_g(x, y, v, active=live if active is None else active & live)
+
+            sol = range_lstsq(hvp, -u, hp.n_cg, z, hp.null_tol)
+            z = torch.where(live[:, None], sol.z, z)
+            norm = torch.linalg.vector_norm(sol.residual, dim=-1, keepdim=True)
+            live = live & (norm > tol).squeeze(-1)
+            if not bool(live.any()):
+                break
+            y = torch.where(live[:, None], y + hp.lr_select * sol.residual, y)
+            y = self._retract(x, y, live, tol)
+        return y, z
+
+    def _retract(self, x, y, live, tol):
+        r"""GD on ``g`` until :math:`\|\nabla_y g\| \le` ``tol`` per run (at most
+        ``sel_max_iter`` steps): the least-squares residual is the tangent projection only
+        on ``S`` (off it, CG inverts the small tangent curvature and the residual
+        vanishes spuriously)."""
+        hp, o = self.hp, self.oracle
+        for _ in range(hp.sel_max_iter):
+            grad = o.grad_y_g(x, y, active=live)
+            live = live & (torch.linalg.vector_norm(grad, dim=-1, keepdim=True) > tol).squeeze(-1)
+            if not bool(live.any()):
+                break
+            y = torch.where(live[:, None], y - hp.lr_y * grad, y)
+        return y
+
     def step(self, state):
         hp, o = self.hp, self.oracle
         x = state.x
@@ -164,7 +238,10 @@ class HGMS(Algorithm):
             pop = self.problem.y_star(x).detach()[None]
             pop_z = state.pop_z[:1]
         else:
-            cands = [self._select(x, y, z, state.k) for y, z in zip(state.pop, state.pop_z)]
+            cands = [
+                self._select(x, y, z, state.k, state.h_norm)
+                for y, z in zip(state.pop, state.pop_z)
+            ]
             pop = torch.stack([c[0] for c in cands])
             pop_z = torch.stack([c[1] for c in cands])
         best = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
@@ -183,4 +260,5 @@ class HGMS(Algorithm):
         pop_z = pop_z.clone()
         pop_z[best, runs] = sol.z
         h = gx + o.cross_xy_g(x, y, sol.xi)
-        return HGMSState(x - hp.lr_x * h, y, pop, pop_z, state.k + 1)
+        h_norm = torch.linalg.vector_norm(h, dim=-1, keepdim=True)
+        return HGMSState(x - hp.lr_x * h, y, pop, pop_z, state.k + 1, h_norm)

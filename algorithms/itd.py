@@ -51,8 +51,10 @@ class ITD(Algorithm):
     bias against ∇Φ is of order :math:`(1-\beta\mu)^T` on a μ-strongly convex ``g`` in
     both modes (cold start adds an error of the same order in ``y_T``), so ``T`` sets the
     reachable accuracy: T = 170 gives ‖∇Φ‖ ≈ 1e-7 on ``quadratic`` (κ = 10; T = 150: 1e-6).
-    Stochastic problems: step ``t`` reuses one minibatch for its gradient, HVP and cross
-    product, so ``d`` is the exact derivative of the sampled unrolled map.
+    Sampling: step ``t`` reuses one minibatch for its gradient (at :math:`y_t`) and for
+    the reverse pass's HVP and cross product at the same :math:`y_t`, so ``d`` is the
+    exact derivative of the sampled unrolled map; ∇_x f and ∇_y f share one sample at
+    :math:`y_T`.
     Grid: steps around 1/L (0.01–1) and the unroll lengths common in the ITD papers.
     """
 

@@ -59,6 +59,8 @@ class MASOBA(Algorithm):
                    - \nabla^2_{xy} g(x_k, y_k)\, z_k\big),
 
     from :math:`z_0 = 0` and :math:`h_0 = 0`. Oracle calls per step: 5, as SOBA.
+    Sampling: one sample of ``g`` shared by ∇_y g, the HVP and the cross product, one of
+    ``f`` shared by ∇_x f and ∇_y f, all five at :math:`(x_k, y_k, z_k)`.
 
     Choices: constant steps (the paper's analysis); :math:`z_0 = 0` makes the method
     zero-respecting (the UniBiO authors initialise ``z`` Xavier-uniform, a nonzero random

@@ -53,11 +53,17 @@ class SOBA(Algorithm):
     Choices: :math:`\rho_t = \rho (t+1)^{-a}`, :math:`\gamma_t = \gamma (t+1)^{-b}` with
     ``a = decay_y``, ``b = decay_x``. The paper's Theorem 1 takes decreasing steps
     (a, b) = (2/5, 3/5); the default is constant steps (a = b = 0), which its analysis
-    also covers up to a noise floor, which benchopt's SOBA uses, and with which exact
-    oracles converge linearly on a strongly convex problem (the control check). The same
-    step ρ drives ``y`` and ``z`` (the paper's choice). Grid: as benchopt's bilevel
-    benchmark, log grids of the inner step ρ and of the outer step γ (there γ = ρ / r
-    with an "outer ratio" r), here ρ up to 1 / L_g and γ up to 1 / L_Φ.
+    also covers up to a noise floor, and with which exact oracles converge linearly on a
+    strongly convex problem (the control check). benchopt's SOBA (benchmark_bilevel,
+    ``solvers/soba.py``) decays both steps as :math:`1/\sqrt{t}` (exponents .5, .5, from
+    step size .1 and γ = ρ / r with an "outer ratio" r = 1); ``decay_x = decay_y = 0.5``
+    gives that schedule here. The same step ρ drives ``y`` and ``z`` (the paper's choice,
+    and benchopt's). Grid: as benchopt's bilevel benchmark, log grids of the inner step ρ
+    and of the outer step γ, here ρ up to 1 / L_g and γ up to 1 / L_Φ.
+
+    Sampling (:func:`~bibench.hypergrad.soba_directions`): ∇_y g, the HVP and the cross
+    product share one sample of ``g``; ∇_x f and ∇_y f share one sample of ``f``; all five
+    at :math:`(x_t, y_t, z_t)`, before any update (as benchopt's SOBA).
     """
 
     Hyper = SOBAHyper

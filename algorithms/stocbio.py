@@ -37,7 +37,9 @@ class StocBiO(Algorithm):
     recursion :math:`t_{q+1} = (I - \eta H_{j}) t_q` (:func:`bibench.estimators.neumann`
     with ``Q + 1`` terms), one fresh sample :math:`B_j` per product. Oracle calls per
     step: ``D`` × ∇_y g, one ∇_x f and one ∇_y f on a shared sample ``D_F``, ``Q`` HVPs
-    and one cross product on ``D_G``: ``D + Q + 3`` in total.
+    and one cross product on ``D_G``: ``D + Q + 3`` in total. Sampling: each inner step
+    and each HVP draws its own sample, ``D_F`` and ``D_G`` are drawn once per step; all
+    hypergradient calls are at :math:`(x_k, y_k^D)`, the inner loop's output.
 
     Choices: the inner loop is warm-started from the previous ``y`` (Algorithm 2,
     :math:`y_k^0 = y_{k-1}^D`); each inner step takes a plain SGD step on its own sample

@@ -73,7 +73,9 @@ class TTSA(Algorithm):
     expectation the adjoint is the Q-term Neumann sum, whose bias is
     :math:`(I - \alpha H)^Q H^{-1}\nabla_y f`. Oracle calls per step: one ∇_y g, one
     ∇_x f and one ∇_y f on a shared sample, :math:`K'` HVPs (each on its own sample;
-    :math:`(Q-1)/2` on average) and one cross product.
+    :math:`(Q-1)/2` on average) and one cross product on its own sample. Evaluation
+    points: the ∇_y g step at :math:`(x_k, y_k)`, every hypergradient call at
+    :math:`(x_k, y_{k+1})`, after the lower step (Hong et al.'s Algorithm 1).
 
     Choices: the factor :math:`Q` of the unbiased estimator is kept (the UniBiO authors'
     copy returns :math:`\alpha v_K` with :math:`K \sim U\{1..Q\}`, which drops it, a bug

@@ -1,4 +1,4 @@
-r"""The two building blocks of UniBiO (papers/004; research/unibio.md §1.3, §2.3–§2.4):
+r"""The two building blocks of UniBiO (ICLR 2026, arXiv 2603.00027, Algorithms 1 and 2):
 Epoch-SGD with a shrinking ball (its Algorithm 1, the lower-level solver) and the
 preconditioned Neumann hypergradient on the generalized Hessian. Shared by the
 ``unibio`` and ``unibio_faithful`` plugins.
@@ -21,7 +21,8 @@ halved, stage length doubled).
 
 Stages are added while the cumulative un-floored length :math:`\sum_{i<k} T_1 2^{\tau i}`
 stays within the budget ``K``, at most 49 stages: the rule of the UniBiO authors'
-``synthetic_exp.py`` (research/unibio.md §1.3), which the paper's schedule leaves open.
+``synthetic_exp.py`` (repository MingruiLiu-ML-Lab/bilevel-optimization-lower-level-uniform-
+convexity on GitHub), which the paper's schedule leaves open.
 Every gradient goes through the counting oracle, one call (and on a finite sum one fresh
 minibatch) per step.
 
@@ -39,7 +40,8 @@ Neumann series on that system,
 
 tends to :math:`(D^{-1}H)^{-1} D^{-1}\nabla_y f = H^{-1}\nabla_y f` where ``H`` is
 invertible, and stays finite where ``H`` degenerates but :math:`D^{-1}H` does not. Choices
-(the clean spec of research/unibio.md §2.4, not the authors' code): the preconditioner is
+(ours, not the authors' code, ``methods/unibio.py`` of the same repository): the
+preconditioner is
 :math:`D = \mathrm{diag}((p-1)\max(|y|, \varepsilon)^{p-2})` (the authors use the signed
 :math:`y^{p-2}`, no floor, which flips sign or divides by 0 for odd ``p``); the recursion
 multiplies by :math:`D^{-1}H` on the left (the authors' :math:`HD^{-1}` is the transpose,

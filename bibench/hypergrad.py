@@ -87,25 +87,50 @@ class Unrolled:
     d_x: torch.Tensor  # ∂_x L_T(x, y0), (R, dim_x)
     d_y: torch.Tensor | None  # ∂_{y0} L_T(x, y0), (R, dim_y), when asked for
     y: torch.Tensor  # φ_T(x, y0), (R, dim_y)
+    buf: torch.Tensor | None = None  # the heavy-ball buffer after the last step
 
 
 def unrolled_hypergrad(
-    oracle: Oracle, x: torch.Tensor, y0: torch.Tensor, lr: Step, n_steps: int, need_dy=False
+    oracle: Oracle,
+    x: torch.Tensor,
+    y0: torch.Tensor,
+    lr: Step,
+    n_steps: int,
+    need_dy=False,
+    momentum: Step = 0.0,
+    buf0: torch.Tensor | None = None,
 ) -> Unrolled:
-    """Forward ``n_steps`` GD steps from ``y0``, then the reverse pass (module docstring)."""
+    r"""Forward ``n_steps`` GD steps from ``y0``, then the reverse pass (module docstring).
+
+    With ``momentum`` μ > 0 the steps are heavy ball, :math:`b_{t+1} = \mu b_t +
+    \nabla_y g(x, y_t)`, :math:`y_{t+1} = y_t - \beta b_{t+1}`, from the detached buffer
+    ``buf0`` (TorchOpt's SGD with momentum, as the BGS-Opt code unrolls it); the reverse
+    pass carries the buffer's adjoint too: with :math:`w = a_y - a_b/\beta`,
+    :math:`d \mathrel{-}= \beta\nabla^2_{xy} g\, w`, :math:`a_b = -\mu\beta w`,
+    :math:`a_y \mathrel{-}= \beta\nabla^2_{yy} g\, w`; same oracle calls as plain GD.
+    The final buffer is returned in ``buf``."""
     trajectory = []
-    y = y0
+    y, buf = y0, buf0
+    heavy = buf0 is not None
     for _ in range(n_steps):
         batch = oracle.sample("g")
         trajectory.append((y, batch))
-        y = y - lr * oracle.grad_y_g(x, y, batch)
+        grad = oracle.grad_y_g(x, y, batch)
+        if heavy:
+            buf = momentum * buf + grad
+            grad = buf
+        y = y - lr * grad
     d, a = oracle.grad_f(x, y)
+    a_b = torch.zeros_like(a) if heavy else None
     for t in reversed(range(n_steps)):
         y_t, batch = trajectory[t]
-        d = d - lr * oracle.cross_xy_g(x, y_t, a, batch)
+        w = a - a_b / lr if heavy else a
+        d = d - lr * oracle.cross_xy_g(x, y_t, w, batch)
+        if heavy:
+            a_b = -momentum * lr * w
         if t > 0 or need_dy:
-            a = a - lr * oracle.hvp_yy_g(x, y_t, a, batch)
-    return Unrolled(d, a if need_dy else None, y)
+            a = a - lr * oracle.hvp_yy_g(x, y_t, w, batch)
+    return Unrolled(d, a if need_dy else None, y, buf)
 
 
 @dataclasses.dataclass

@@ -1,7 +1,8 @@
 r"""P8: the degenerate quadratic of the BGS-Opt repository (Arbel & Mairal 2022).
 
-Source: ``MichaelArbel/BGS-opt``, ``examples/toy/models.py`` (research/manifold.md §1.3
-and §4 P8). With :math:`A \succeq 0` singular, :math:`B = AU` (range condition) and
+Source: ``MichaelArbel/BGS-opt``, ``examples/toy/models.py`` (the toy of
+Arbel & Mairal (NeurIPS 2022, arXiv 2207.04888), App. E). With :math:`A \succeq 0` singular,
+:math:`B = AU` (range condition) and
 :math:`Q = B^\top A^\dagger B = U^\top A U`:
 
 .. math::

@@ -1,5 +1,6 @@
-r"""Deformed Mexican hats (HG-MS / BGS regime): P2 of research/manifold.md §4 and the
-deformation of Arbel & Mairal 2022 Fig. 2 (right) whose minima turn into saddles.
+r"""Deformed Mexican hats (HG-MS / BGS regime): P2 and the
+deformation of Arbel & Mairal (NeurIPS 2022, arXiv 2207.04888) Fig. 2 (right) whose minima
+turn into saddles.
 
 * ``ellipsoid`` (P2): :math:`g = \tfrac14(y^\top M(x) y - 1)^2`, a manifold of minimisers
   (an ellipsoid) whose shape moves with ``x``; linear ``f``.
@@ -88,7 +89,7 @@ class EllipsoidParams(ProblemParams):
 class Ellipsoid(Problem):
     r"""P2: deformed hat, S(x) the ellipsoid yᵀM(x)y = 1, linear f; closed-form selection.
 
-    research/manifold.md §4 P2:
+    P2:
 
     .. math::
 
@@ -283,7 +284,8 @@ class HatSaddleParams(ProblemParams):
 class HatSaddle(Problem):
     r"""Deformed hat whose minima turn into saddles (Arbel & Mairal Fig. 2 right); S jumps at x = 0.
 
-    research/manifold.md §1.3 (the paper gives no formula). :math:`x \in \mathbb R`,
+    Arbel & Mairal (NeurIPS 2022, arXiv 2207.04888) Fig. 2 right (the paper gives no
+    formula; this one is ours). :math:`x \in \mathbb R`,
     :math:`y \in \mathbb R^2`:
 
     .. math::

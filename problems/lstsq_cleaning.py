@@ -1,5 +1,4 @@
-r"""P12: least-squares data cleaning with rank-deficient features and an exact optimistic Φ
-(research/manifold.md §4 P12).
+r"""P12: least-squares data cleaning with rank-deficient features and an exact optimistic Φ.
 
 Training rows :math:`a_i` (the rows of :math:`A \in \mathbb R^{n\times d}`) have
 :math:`\mathrm{rank}\,A = r < d < n`: the last :math:`d - r` features are fixed linear

@@ -1,6 +1,7 @@
-r"""Mexican-hat lower levels (HG-MS / BGS regime): P1, P1′, P3, P4 of research/manifold.md §4.
+r"""Mexican-hat lower levels (HG-MS / BGS regime): P1, P1′, P3, P4.
 
-All four problems share the lower level (research/manifold.md §1.3, §4 P1)
+All four problems share the lower level (the Mexican hat of Arbel & Mairal, NeurIPS 2022,
+arXiv 2207.04888, Fig. 2)
 
 .. math::
 
@@ -25,7 +26,7 @@ whose solution set is a manifold of minimisers, :math:`S(x) = \{c(x) + r(x)u : \
 
 so :math:`\ker \nabla^2_{yy} g = T_y S(x)` (Morse–Bott) and the pseudoinverse hypergradient
 :math:`\nabla_x f - \nabla^2_{xy} g (\nabla^2_{yy} g)^\dagger \nabla_y f` at the optimistic
-selection equals :math:`\nabla\Phi` (research/manifold.md §2.2).
+selection equals :math:`\nabla\Phi` (HG-MS (Masiha, Shen, Kiyavash, He; arXiv 2605.09209)).
 
 The moving pieces (chosen here; the notes leave them open) are smooth and bounded:
 
@@ -69,6 +70,13 @@ def _orthogonal(gen: torch.Generator, n: int) -> torch.Tensor:
     return q
 
 
+def _semi_orthogonal(gen: torch.Generator, rows: int, cols: int) -> torch.Tensor:
+    """A random ``(rows, cols)`` matrix whose singular values are all 1 (orthonormal
+    columns or rows), so its spectral norm is 1 whatever its shape."""
+    q, _ = torch.linalg.qr(_randn(gen, max(rows, cols), min(rows, cols)))
+    return q if rows >= cols else q.T
+
+
 def _sphere_samples(x: torch.Tensor, n: int, dim: int) -> torch.Tensor:
     """Deterministic uniform points of the unit sphere in ``R^dim``, ``(R, n, dim)``."""
     gen = torch.Generator().manual_seed(2024)
@@ -110,13 +118,16 @@ class HatLowerLevel(Problem):
         eps_r: float,
         emat: torch.Tensor,
         eps_e: float,
+        c_scale: float | None = None,
     ) -> None:
-        """``basis`` (ka, p) orthonormal, ``cmat`` (p, m), ``w`` (m,), ``emat`` (kb, m)."""
+        r"""``basis`` (ka, p) orthonormal, ``cmat`` (p, m), ``w`` (m,), ``emat`` (kb, m);
+        ``c_scale`` multiplies ``tanh(Cx)`` in ``c`` (default :math:`\varepsilon_c r_0/\sqrt p`,
+        so that :math:`\|c(x)\| \le \varepsilon_c r_0`)."""
         self.dim_x, self.dim_y, self.ka, self.kb = dim_x, ka + kb, ka, kb
         t = self.tensor
         self.U, self.C, self.w, self.E = t(basis), t(cmat), t(w), t(emat)
         self.eps_c, self.r0, self.eps_r, self.eps_e = eps_c, r0, eps_r, eps_e
-        self.c_scale = eps_c * r0 / math.sqrt(basis.shape[1])  # so that |c(x)| <= eps_c r0
+        self.c_scale = eps_c * r0 / math.sqrt(basis.shape[1]) if c_scale is None else c_scale
 
     # -- the moving pieces -----------------------------------------------------------
     def moving(self, x: torch.Tensor) -> Moving:
@@ -265,7 +276,7 @@ class HatParams(ProblemParams):
     dim_y: int = 10  # ambient dimension d
     k: int = -1  # intrinsic dimension of the sphere factor S^k (k + 1 <= d); -1: k = d - 1
     radius: float = 0.5  # r0; 2 r^2 <= 0.91 < 1 = L of y_b: lower step 1 is stable near S
-    lam: float = 0.1  # h(x) = lam/2 |x|^2 (makes Phi coercive)
+    lam: float = 0.3  # h(x) = lam/2 |x|^2 (makes Phi coercive; class docstring)
 
     def validate(self) -> None:
         super().validate()
@@ -284,7 +295,7 @@ class HatParams(ProblemParams):
 class Hat(HatLowerLevel):
     r"""P1: Mexican hat, S(x) = S^k × {e(x)} (moving centre and radius), quadratic f.
 
-    research/manifold.md §4 P1 (and §1.3 for ``g``; Arbel & Mairal 2022 Fig. 2 left). With
+    The lower level of Arbel & Mairal (NeurIPS 2022, arXiv 2207.04888) Fig. 2 (left). With
     the lower level of this module and
 
     .. math::
@@ -305,7 +316,7 @@ class Hat(HatLowerLevel):
 
     Choices. :math:`U` holds :math:`p = \min(m, k+1)` orthonormal columns of a random
     rotation and :math:`n` its last column; when :math:`k + 1 > m`, :math:`n \perp U`, so
-    :math:`\rho^2 = \rho_0^2 r_0^2 + \|Gx - \varepsilon_c r_0 p^{-1/2}\tanh(Cx)\|^2
+    :math:`\rho^2 = \rho_0^2 r_0^2 + \|Gx - \varepsilon_c r_0 m^{-1/2}\tanh(Cx)\|^2
     \ge (\rho_0 r_0)^2`
     with :math:`\rho_0 = 1/2`: the selection is unique and non-degenerate (Riemannian
     Hessian of :math:`f|_S` is :math:`\rho/r > 0`) for every ``x``. When :math:`k + 1 \le m`
@@ -314,8 +325,29 @@ class Hat(HatLowerLevel):
     :math:`\rho_0 r_0 < r(x)`, Φ vanishes (apart from the other terms) on the nonconvex
     shell :math:`\rho(x) = r(x)`, so Φ is nonconvex, :math:`\Phi \ge 0` and coercive for
     :math:`\lambda > 0`; gradient descent from any ``x`` reaches a stationary point.
-    :math:`G, B` are Gaussian with variance :math:`1/m`. Φ* is not known in closed form
-    (NaN). ``x0 ~ N(0, I)``.
+    Φ* is not known in closed form (NaN). ``x0 ~ N(0, I)``.
+
+    Constants that do not depend on ``d`` or ``k``. :math:`G, B, C, E` are random
+    matrices with all singular values 1 (orthonormal columns or rows, whatever their
+    shape), :math:`\|w\| = 1`, and here :math:`c(x) = \varepsilon_c r_0 U\tanh(Cx)/\sqrt m`
+    (:math:`\sqrt m`, not :math:`\sqrt p`, so that it does not change with ``k``). Hence
+    :math:`\|G\| = \|B\| = \|C\| = \|E\| = 1` and, for every ``d``, ``k`` and ``x``:
+
+    * :math:`\|J_a\|^2 = \|G^\top G + B^\top B\| \le 2`, so
+      :math:`L_f = \|\nabla^2 f\| \le 1 + \|J_a\|^2 + \lambda \le 3 + \lambda`;
+    * :math:`\|J_c\| \le \varepsilon_c r_0/\sqrt m`, :math:`\|c\| \le \varepsilon_c r_0`,
+      :math:`\|\nabla r\| \le \varepsilon_r r_0 e^{\varepsilon_r}`,
+      :math:`r \in [r_0 e^{-\varepsilon_r}, r_0 e^{\varepsilon_r}]`,
+      :math:`\|J_e\| \le \varepsilon_e`;
+    * on :math:`S(x)`, :math:`\|\nabla^2_{yy} g\| = \max(2r^2, 1) = 1` for
+      :math:`r_0 = 0.5`.
+
+    :math:`\lambda = 0.3` (it was 0.1 with Gaussian :math:`G, B` of norm about 2 at
+    ``d = 10``): at the minimisers that gradient descent reaches, the Hessian of Φ then
+    has its smallest eigenvalue about 0.03, as it had there, not 0.009.
+    (With Gaussian :math:`B` of variance :math:`1/m`, :math:`\|B\|^2 \approx
+    (1 + \sqrt{(d-k-1)/m})^2` grew with ``d``: 5.9 at d = 16, 22.6 at d = 64, and every
+    method diverged at the default upper step at d = 64.)
 
     Gradient-flow selection (BGS): :math:`\varphi(x, y_0) = (c + rv, e)`,
     :math:`v = (y_{0,a} - c)/\|y_{0,a} - c\|`, and
@@ -331,15 +363,16 @@ class Hat(HatLowerLevel):
         ka = d if p.k < 0 else p.k + 1
         kb, q = d - ka, min(m, ka)
         rot = _orthogonal(gen, ka)
+        w = _randn(gen, m)
         self.set_lower_level(
             m, ka, kb,
-            basis=rot[:, :q], cmat=_randn(gen, q, m) / math.sqrt(m), eps_c=EPS_C,
-            w=_randn(gen, m) / math.sqrt(m), r0=p.radius, eps_r=EPS_R,
-            emat=_randn(gen, kb, m) / math.sqrt(m), eps_e=EPS_E,
+            basis=rot[:, :q], cmat=_semi_orthogonal(gen, q, m), eps_c=EPS_C,
+            w=w / torch.linalg.vector_norm(w), r0=p.radius, eps_r=EPS_R,
+            emat=_semi_orthogonal(gen, kb, m), eps_e=EPS_E, c_scale=EPS_C * p.radius / math.sqrt(m),
         )  # fmt: skip
         t = self.tensor
-        self.G = t(_randn(gen, q, m) / math.sqrt(m))
-        self.B = t(_randn(gen, kb, m) / math.sqrt(m))
+        self.G = t(_semi_orthogonal(gen, q, m))
+        self.B = t(_semi_orthogonal(gen, kb, m))
         self.a0 = t(RHO0 * p.radius * rot[:, ka - 1])
         self.lam = p.lam
 
@@ -462,7 +495,7 @@ class HatKinkParams(ProblemParams):
 class HatKink(Hat):
     r"""P1′: unit sphere with a(x) = x e1; Φ = ½(|x| − 1)² has a concave kink at x = 0.
 
-    research/manifold.md §4 P1′: P1 with :math:`c \equiv 0`, :math:`r \equiv 1`,
+    P1 with :math:`c \equiv 0`, :math:`r \equiv 1`,
     :math:`a(x) = x e_1` (:math:`x \in \mathbb R`), :math:`h = 0`, full sphere in
     :math:`\mathbb R^d`:
 
@@ -543,7 +576,7 @@ class HatTRSParams(ProblemParams):
 class HatTRS(HatLowerLevel):
     r"""P3: sphere + indefinite quadratic f; the selection is an exact trust-region subproblem.
 
-    research/manifold.md §4 P3. P1's lower level on the full sphere (:math:`k = d - 1`) and
+    P1's lower level on the full sphere (:math:`k = d - 1`) and
 
     .. math::
 
@@ -699,7 +732,7 @@ class CircleParams(ProblemParams):
 class CircleMultimodal(HatLowerLevel):
     r"""P4: moving circle in R² with a multimodal f of the angle; Φ by grid + Newton.
 
-    research/manifold.md §4 P4. P1's lower level with :math:`d = 2`,
+    P1's lower level with :math:`d = 2`,
     :math:`y = c(x) + r(x)(\cos\theta, \sin\theta)`, and
 
     .. math::

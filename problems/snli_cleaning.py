@@ -1,4 +1,4 @@
-r"""SNLI data hypercleaning with a recurrent encoder (UniBiO §6; research/unibio.md §4).
+r"""SNLI data hypercleaning with a recurrent encoder (UniBiO (ICLR 2026, arXiv 2603.00027), Sec. 6).
 
 Data (read from disk, never downloaded): the official SNLI 1.0 jsonl files in
 ``data_dir`` (:mod:`bibench.data.snli`) and GloVe text vectors at ``glove_path``

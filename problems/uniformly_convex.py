@@ -4,8 +4,9 @@ Notation: :math:`z^{[k]} = \mathrm{sign}(z) |z|^k` is the signed power (elementw
 ``p >= 2`` is the uniform-convexity degree. For ``p > 2`` the lower Hessian vanishes
 where the relevant residual vanishes, so the classical implicit-function formula can be
 0/0; each problem says which hypergradient formula applies. Sources:
-research/unibio.md §1 (P11a, exactly the authors' ``synthetic_exp.py``) and
-research/manifold.md §4 P11 (b)–(d).
+UniBiO (ICLR 2026, arXiv 2603.00027) App. E.3 (P11a, exactly the authors'
+``synthetic_exp.py``); P11b–e are
+ours, in its setting (uniform convexity of degree ``p``).
 
 * ``unibio_synthetic`` (P11a): :math:`g = |y|^p/p - y \sin x`,
   :math:`f = \sin(y^{[p-1]})` clipped to :math:`\pm1`, :math:`\Phi = \sin(\sin x)`.
@@ -13,6 +14,9 @@ research/manifold.md §4 P11 (b)–(d).
   degenerate Hessian at :math:`y^* = b(x)`.
 * ``lp_linear`` (P11c): :math:`g = \tfrac1p \|y\|_p^p - \langle y, b(x)\rangle`,
   :math:`y^* = b^{[1/(p-1)]}`; a smooth ``f`` and a negative control.
+* ``lp_degenerate`` (P11e): P11c with :math:`b(x_\star) = 0`, so the lower Hessian
+  vanishes at :math:`y^*(x_\star) = 0` at order ``p - 2``: a multi-dimensional problem
+  on which the inner solves get harder with ``p``.
 * ``pnorm_regression`` (P11d): :math:`g = \tfrac1{pn} \|Ay - b(x)\|_p^p`, reference
   solve by damped Newton.
 """
@@ -66,7 +70,7 @@ class UniBiOSyntheticParams(ProblemParams):
 class UniBiOSynthetic(Problem):
     r"""P11a: UniBiO synthetic 1-D problem, g = |y|^p/p − y sin x, Φ = sin(sin x).
 
-    The authors' ``synthetic_exp.py`` (research/unibio.md §1.1), with
+    The authors' ``synthetic_exp.py`` (UniBiO (ICLR 2026, arXiv 2603.00027), App. E.3), with
     :math:`\theta_p = (\pi/2)^{1/(p-1)}`:
 
     .. math::
@@ -225,7 +229,7 @@ class _SineMap(Problem):
 class PPSeparable(_SineMap):
     r"""P11b: separable p-power g = (1/p)Σ|yᵢ − bᵢ(x)|^p, Hessian exactly 0 at y* = b(x).
 
-    research/manifold.md §4 P11(b); ``b`` as in :class:`_SineMap`:
+    ``b`` as in :class:`_SineMap`:
 
     .. math::
 
@@ -318,7 +322,7 @@ class LpLinearParams(SeparableParams):
 class LpLinear(_SineMap):
     r"""P11c: ℓp-linear g = ‖y‖ₚᵖ/p − ⟨y, b(x)⟩, y* = b^[1/(p−1)]; smooth f or negative control.
 
-    research/manifold.md §4 P11(c); ``b`` as in :class:`_SineMap`, :math:`k = 1/(p-1)`:
+    ``b`` as in :class:`_SineMap`, :math:`k = 1/(p-1)`:
 
     .. math::
 
@@ -420,6 +424,67 @@ class LpLinear(_SineMap):
 
 
 # ------------------------------------------------------------------------------------
+# P11e: lp-linear, degenerate at the solution
+# ------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class LpDegenerateParams(SeparableParams):
+    dim_x: int = 4
+    dim_y: int = 8
+
+
+@register_problem("lp_degenerate")
+class LpDegenerate(LpLinear):
+    r"""P11e: ℓp-linear lower level whose curvature vanishes at the solution, y*(x*) = 0.
+
+    P11c (smooth ``f``) with :math:`b(x) = \sin(Wx) - \sin(Wx_\star)`, so
+    :math:`b(x_\star) = 0`, and target :math:`t = 0`:
+
+    .. math::
+
+        g(x, y) = \frac1p \|y\|_p^p - \langle y, b(x)\rangle, \qquad
+        f(x, y) = \tfrac12 \|y^{[p-1]}\|^2, \qquad y^* = b^{[1/(p-1)]},
+
+        \Phi(x) = \tfrac12 \|b(x)\|^2, \qquad \nabla\Phi = J_b^\top b, \qquad
+        \Phi^* = 0 = \Phi(x_\star), \qquad
+        g^* = \Big(\frac1p - 1\Big)\sum_i |b_i|^{p/(p-1)} .
+
+    Why p matters here (unlike P11a, where UniBiO's step is a 1-D sign descent whose
+    trajectory does not depend on ``p``): ``x`` and ``y`` are multi-dimensional
+    (:math:`W \in \mathbb R^{d_y \times d_x}`, :math:`d_y = 8 > d_x = 4`, so
+    :math:`x_\star` is an isolated minimiser), and
+    :math:`\nabla^2_{yy} g = (p-1)\,\mathrm{diag}|y|^{p-2}` vanishes at
+    :math:`y^*(x_\star) = 0` at order ``p - 2``. Near the solution the lower curvature at
+    :math:`y^*` is :math:`(p-1)|b_i|^{(p-2)/(p-1)} \to 0`, so reaching a lower accuracy
+    :math:`\|\nabla_y g\| \le \delta` takes more inner steps as ``p`` grows (gradient
+    descent on :math:`|y|^p/p` contracts like :math:`t^{-1/(p-2)}`), and the hypergradient
+    error of the preconditioned estimate, :math:`J_b^\top \nabla_y g(x, y)` (UniBiO's
+    :math:`D = (p-1)|y|^{p-2}` is exactly this ``g``'s Hessian), is that inner residual.
+    ``x_\star`` is the hidden :math:`x_{\rm true} \sim N(0, I)`; ``x0``, ``y0`` standard
+    normal per seed; ``p = 2`` is the strongly convex control.
+    """
+
+    Params = LpDegenerateParams
+
+    def build(self) -> None:
+        _SineMap.build(self)
+        self.control = False
+        self.b0 = -torch.sin(self.W @ self.x_true)
+        self.target = torch.zeros_like(self.b0)
+
+    def formulas(self) -> str:
+        p = self.p
+        return (
+            f"P11e lp-linear degenerate at the solution, p = {p}\n"
+            f"g(x, y) = 1/{p} ||y||_{p}^{p} - <y, b(x)>,  b(x) = sin(W x) - sin(W x*)\n"
+            f"f(x, y) = 1/2 ||y^[{p - 1}]||^2\n"
+            f"y* = b^[1/{p - 1}] (= 0 at x*),  Phi(x) = 1/2 ||b(x)||^2,  Phi* = 0\n"
+            f"Hessian (p-1) diag|y|^{p - 2} vanishes at y*(x*) = 0"
+        )
+
+
+# ------------------------------------------------------------------------------------
 # P11d: p-norm regression with data (reference solve)
 # ------------------------------------------------------------------------------------
 
@@ -447,7 +512,7 @@ class PNormRegressionParams(ProblemParams):
 class PNormRegression(Problem):
     r"""P11d: p-norm regression g = (1/pn)‖Ay − b(x)‖ₚᵖ, reference solve by damped Newton.
 
-    research/manifold.md §4 P11(d). Rows :math:`(a_i, w_i, b_{0,i})`, :math:`i = 1..n`:
+    Rows :math:`(a_i, w_i, b_{0,i})`, :math:`i = 1..n`:
 
     .. math::
 

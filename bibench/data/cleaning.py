@@ -1,5 +1,5 @@
 r"""The data hypercleaning bilevel problem (Franceschi et al. 2017; Shaban et al. 2019;
-UniBiO §6, research/unibio.md §4), shared by ``hypercleaning`` and ``snli_cleaning``.
+UniBiO (ICLR 2026, arXiv 2603.00027), Sec. 6), shared by ``hypercleaning`` and ``snli_cleaning``.
 
 Upper variable :math:`x = \lambda \in \mathbb R^n`, one weight logit per training
 example; lower variable :math:`y` = the model's parameters (flat, see

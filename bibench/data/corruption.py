@@ -5,7 +5,7 @@ becomes one of the *other* ``K - 1`` classes uniformly, :math:`\tilde y = (y + r
 with :math:`r \sim U\{1, \dots, K-1\}` (Shaban et al. 2019; UniBiO §6). The flips are
 drawn once from ``seed`` and returned with their mask, so the corrupted examples are
 known exactly (the UniBiO authors' loader re-draws them on every access, a bug we do
-not copy: research/unibio.md §4.1).
+not copy).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 r"""UniBiO (clean and faithful) and their shared pieces in bibench/epoch_sgd.py.
 
-* Epoch-SGD stage lengths T_k = ⌊5·2^{τ(k−1)}⌋, τ = 2(p−1)/p, within K = 100: the table of
-  research/unibio.md §1.3 (5,10,20,40 / 5,14,40 / 5,15,50 / 5,16,56 for p = 2,4,6,8), and
+* Epoch-SGD stage lengths T_k = ⌊5·2^{τ(k−1)}⌋, τ = 2(p−1)/p, within K = 100, as in the
+  authors' synthetic_exp.py (5,10,20,40 / 5,14,40 / 5,15,50 / 5,16,56 for p = 2,4,6,8), and
   a one-step call is the projected step y − min(1, D₁/‖γ₁∇g‖) γ₁∇g.
 * Generalized-Hessian hypergradient: on unibio_synthetic D⁻¹H = 1, so with α = 1 the
   estimate is cos x · cos(y^{p−1}) inside |y| ≤ θ_p = (π/2)^{1/(p−1)} and 0 outside
@@ -10,7 +10,7 @@ r"""UniBiO (clean and faithful) and their shared pieces in bibench/epoch_sgd.py.
   the plain Neumann series, exact to (1 − μ_g)^Q.
 * UniBiO reaches |∇Φ| ≤ 1e-3 on unibio_synthetic for p ∈ {2, 4, 6, 8}.
 * unibio_faithful is sign descent from x₀ = 1 with step η_p: it first passes −π/2 after
-  ⌈(1 + π/2)/η_p⌉ steps (research/unibio.md §1.2), and each Epoch-SGD call costs the
+  ⌈(1 + π/2)/η_p⌉ steps (the authors' script), and each Epoch-SGD call costs the
   table's 75, 59, 70, 77 gradients.
 """
 
@@ -113,12 +113,39 @@ def test_generalized_hypergrad_is_the_plain_neumann_series_for_p_2():
 
 
 @pytest.mark.parametrize("p", [2, 4, 6, 8])
-def test_unibio_reaches_1e_3_on_the_synthetic_problem(p):
-    cfg = RunConfig(problems=[("unibio_synthetic", {"p": p})], algorithms=[("unibio", {})],
+def test_clipped_unibio_reaches_1e_3_on_the_synthetic_problem(p):
+    cfg = RunConfig(problems=[("unibio_synthetic", {"p": p})],
+                    algorithms=[("unibio", {"schedule": "clipped"})],
                     seeds=[0, 1], budget=Budget(max_calls=50_000))  # fmt: skip
     for frame in execute_batch(expand(cfg)):
         assert frame["status"].iloc[-1] == "done", frame["error"].iloc[-1]
         assert frame["hypergrad_norm"].iloc[-1] <= 1e-3
+
+
+def test_default_is_the_paper_s_constant_step_and_clipped_passes_the_control():
+    """The default moves exactly eta per step, so it stalls at scale L_Phi * eta on the
+    quadratic (measured 2.0-2.2 after 20k calls); clipped reaches 1e-6 within 110k
+    (measured 6e-8, 9e-8)."""
+    assert get_algorithm("unibio").Hyper().schedule == "constant"
+    for hyper, bound, budget in [({}, (0.5, 5.0), 20_000), ({"schedule": "clipped"},
+                                 (0.0, 1e-6), 110_000)]:  # fmt: skip
+        cfg = RunConfig(problems=[("quadratic", {})], algorithms=[("unibio", hyper)],
+                        seeds=[0, 1], budget=Budget(max_calls=budget))  # fmt: skip
+        for frame in execute_batch(expand(cfg)):
+            assert bound[0] <= frame["hypergrad_norm"].iloc[-1] <= bound[1], hyper
+
+
+@pytest.mark.parametrize("p, inv_eps", [(2, 3), (4, 2), (4, 0)])
+def test_inner_budget_grows_as_the_theorem_s_eps_power(p, inv_eps):
+    """K = n_lower * (1/eps)^(2p-4): at p = 4, 1/eps = 2 the warm start's budget is
+    100 * 16 = 1600 gradients' worth of stages; at p = 2 it is 100 whatever eps."""
+    budget = 100 * (inv_eps ** (2 * p - 4) if inv_eps else 1)
+    problem = make("lp_linear", p=p)
+    alg, oracle, state = start("unibio", problem, inv_eps=inv_eps)
+    assert (oracle.counts["grad_y_g"] == sum(stage_lengths(p, 5, budget))).all()
+    for _ in range(3):  # refresh at t = 2 only
+        state = alg.step(state)
+    assert (oracle.counts["grad_y_g"] == 2 * sum(stage_lengths(p, 5, budget))).all()
 
 
 @pytest.mark.parametrize("schedule", ["constant", "clipped"])
@@ -159,3 +186,31 @@ def test_faithful_sign_descent_hits_minus_pi_over_2_on_time(p, eta, per_call):
 def test_faithful_without_a_script_step_for_p_is_one_clear_error():
     with pytest.raises(UserError, match="p = 3"):
         start("unibio_faithful", make("unibio_synthetic", p=3))
+
+
+FIRST_HIT = {2: 50, 4: 84, 6: 124, 8: 248}  # the issue's reference run of the script
+
+
+@pytest.mark.parametrize("p", sorted(FIRST_HIT))
+def test_faithful_plotted_value_first_falls_below_005_when_the_script_s_does(p):
+    """``script_hypergrad`` is the script's plotted |gate · ∇Φ(x_t) + ξ_t|: its first
+    iteration below 0.05 is within 3 of the reference for each of 5 seeds (measured 50;
+    83-84; 123-125; 247-249). The estimate's own norm lags by up to 5 at p = 8, so a
+    metric that recorded the estimate instead would fail here."""
+    seeds = torch.arange(5)
+    problem = make("unibio_synthetic", p=p)
+    cls = get_algorithm("unibio_faithful")
+    alg = cls(batch_hyper([cls.Hyper()] * 5, torch.device("cpu")))
+    rng = BatchedRNG(seeds, 1)
+    state = alg.init(problem, Oracle(problem, BatchedRNG(seeds, 2)), problem.init_x(rng),
+                     problem.init_y(rng), BatchedRNG(seeds, 3))  # fmt: skip
+    plotted, x_t = [], []
+    for _ in range(FIRST_HIT[p] + 10):
+        x_t.append(state.x[:, 0])
+        state = alg.step(state)
+        plotted.append(alg.metrics(problem, state)["script_hypergrad"])
+    # the recorded point is the step's x_t and the value is the exact formula + ξ_t
+    exact = torch.cos(x_t[-1]) * torch.cos(torch.sin(x_t[-1]))
+    assert torch.allclose(plotted[-1], (exact + state.xi[:, 0]).abs(), rtol=0, atol=1e-15)
+    first = (torch.stack(plotted) < 0.05).to(torch.int64).argmax(0)
+    assert ((first - FIRST_HIT[p]).abs() <= 3).all(), first.tolist()

@@ -3,6 +3,8 @@ the pseudoinverse or generalized-Hessian formula; the negative control; the refe
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 
@@ -201,3 +203,39 @@ def test_pnorm_regression_p3_finite_differences_away_from_zero_residuals():
     x = x[keep]
     err = (fd_grad(problem.phi, x, 1e-4) - problem.hypergrad(x)).abs().max()
     assert err < 1e-9
+
+
+# -- P11e lp_degenerate --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("p", [2, 3, 4, 6, 8])
+def test_lp_degenerate_ground_truth_and_oracles(p):
+    problem = make("lp_degenerate", p=p, seed=p)
+    x = rand(6, problem.dim_x, seed=p)
+    errs = ground_truth_errors(problem, x)
+    assert max(errs.values()) < 1e-8, errs
+    y, v = rand(6, problem.dim_y, seed=1), rand(6, problem.dim_y, seed=2)
+    assert max(oracle_errors(problem, x, y, v).values()) < 1e-12
+    # the solution: b(x*) = 0, y*(x*) = 0, Phi* = 0, grad Phi = 0
+    xs = problem.x_true[None]
+    assert problem.y_star(xs).abs().max() < 1e-15 and problem.phi(xs).item() < 1e-30
+    assert problem.hypergrad(xs).abs().max() < 1e-15
+    # the lower Hessian at y* + delta vanishes at order p - 2 at the solution
+    for delta in (1e-1, 1e-2):
+        hyy, _ = dense_hessians(problem, xs, torch.full((1, problem.dim_y), delta))
+        assert (hyy[0] - (p - 1) * delta ** (p - 2) * torch.eye(problem.dim_y)).abs().max() < 1e-13
+
+
+def test_lp_degenerate_inner_solves_get_harder_with_p():
+    """Gradient descent on g (step 0.5) from y0 = 1 at a point x near x* (|b| <= 0.03):
+    the steps to |grad_y g| <= 1e-6 grow strictly with p."""
+    steps = []
+    for p in (2, 4, 6, 8):
+        problem = make("lp_degenerate", p=p)
+        x = problem.x_true[None] + 0.01
+        y, k = torch.ones(1, problem.dim_y), 0
+        while problem.grad_y_g(x, y).norm() > 1e-6 and k < 200_000:
+            y, k = y - 0.5 * problem.grad_y_g(x, y), k + 1
+        steps.append(k)
+    assert all(a < b for a, b in itertools.pairwise(steps)), steps
+    assert steps[-1] < 200_000, steps
