@@ -97,8 +97,10 @@ def folder_lock(out: str | Path) -> Iterator[None]:
     """Hold the folder lock of ``out``; a folder that cannot be written (read-only
     results) is read without it."""
     runs = _runs(out)
+    if not runs.is_dir():  # nothing stored yet: nothing to race on (and nothing created)
+        yield
+        return
     try:
-        runs.mkdir(parents=True, exist_ok=True)
         path = str((runs / LOCK_FILE).resolve())
         # one FileLock per path in this process: it is reentrant, while two would block
         # each other (flock locks belong to the open file)
