@@ -124,7 +124,8 @@ def test_divergence_is_recorded_per_run_and_others_go_on():
     ok, bad = frames
     assert ok["status"].iloc[-1] == "done" and ok["oracle_calls"].iloc[-1] >= 3000
     assert bad["status"].iloc[-1] == "diverged"
-    assert "non-finite" in bad["error"].iloc[-1]
+    # caught on the measured Φ (> 1e6 x its start) before the iterates overflow
+    assert bad["error"].iloc[-1].startswith("phi = ")
     assert bad["oracle_calls"].iloc[-1] < 3000
 
 
