@@ -293,7 +293,8 @@ def test_dry_run_counts_runs_batches_and_expansions(tmp_path, capsys):
 
     # after the aid_cg runs, the plan counts them finished and leaves stocbio to do
     run_cli(capsys, "run", "--problems", "quadratic[dim_y=[4,6]]", "--algorithms",
-            "aid_cg[lr_x=[0.1,0.3]]", "--seeds", 3, "--budget", 200, "--out", out, "--quiet")  # fmt: skip
+            "aid_cg[lr_x=[0.1,0.3]]", "--seeds", 3, "--budget", 200, "--out", out,
+            "--quiet")  # fmt: skip
     code, text, _ = run_cli(capsys, "run", "--config", cfg, "--out", out, "--dry-run")
     rows = table_rows(text)
     assert rows["quadratic", "aid_cg"][:5] == ["12", "12", "0", "0", "0"]
