@@ -10,8 +10,9 @@ estimates the cost from the budgets and a measured per-step cost:
   ``PROBE_STEPS`` timed steps, the fastest counting, in CPU time on one thread (or the
   ``threads`` given) so that other processes on a busy machine do not inflate it (each
   problem instance is built once);
-* a batch then costs ``init + min(ceil(max_calls / calls_per_step), max_steps) *
-  seconds_per_step``, capped by ``max_time``; the sweep's wall time is the sum over
+* a batch then costs ``build + init + min(ceil(max_calls / calls_per_step), max_steps) *
+  seconds_per_step``, capped by ``max_time`` (``build``: the wall time to build its
+  problem instance, which every batch does); the sweep's wall time is the sum over
   batches divided by the parallel workers (never below the longest batch).
 
 It is an estimate: checkpoint metrics are not charged, runs that diverge stop early,
@@ -231,6 +232,7 @@ def _probe(
         first.setdefault(batch_key(b[0]), b)
     costs: dict[tuple, tuple[float, float, float]] = {}
     problems: dict[tuple, Any] = {}
+    builds: dict[tuple, float] = {}  # seconds to build each problem instance
     before = torch.get_num_threads()
     start = time.perf_counter()
     try:
@@ -243,7 +245,9 @@ def _probe(
             try:
                 instance = (spec.problem, spec.problem_params)
                 if instance not in problems:
+                    built = time.perf_counter()
                     problems[instance] = get_problem(spec.problem)(spec.problem_params, device)
+                    builds[instance] = time.perf_counter() - built
                 costs[key] = step_cost(batch, device, problems[instance], PROBE_STEPS,
                                        PROBE_SECONDS)  # fmt: skip
             except Exception as exc:  # the run itself will record the failure
@@ -256,9 +260,11 @@ def _probe(
     result.kinds, result.probed = len(first), len(costs)
     per_call = [c[1] / c[2] for c in costs.values() if c[2] > 0]
     fallback = statistics.median(per_call) if per_call else math.nan
+    build = statistics.median(builds.values()) if builds else 0.0
     seconds = []
     for b in batches:
         init, per_step, calls = costs.get(batch_key(b[0]), (0.0, fallback, 1.0))
+        init += builds.get((b[0].problem, b[0].problem_params), build)  # every batch builds one
         seconds.append(_batch_seconds(b, init, per_step, calls))
     return seconds
 
