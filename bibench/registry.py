@@ -194,8 +194,9 @@ def source_hash(cls: Any) -> str:
 
 
 FRAMEWORK = REPO_ROOT / "bibench"
-# Modules of the package that never touch a row: the CLI, the analysis and the speed bench.
-NOT_RESULTS = ("commands", "analysis", "cli.py", "bench.py", "testing.py")
+# Modules of the package that never touch a row: the CLI, the analysis, the speed bench
+# and the dry-run planner.
+NOT_RESULTS = ("commands", "analysis", "cli.py", "bench.py", "plan.py", "testing.py")
 
 
 def framework_hash() -> str:
