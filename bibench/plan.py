@@ -60,6 +60,7 @@ PLAN_FILE = "_plan.json"
 PROBE_STEPS = 5  # timed steps per batch kind, after one warm-up step
 PROBE_SECONDS = 0.05  # fewer timed steps once a probe has taken this long
 PROBE_TOTAL = 20.0  # seconds of probing, after which the median per-call cost is used
+CONFIRM_PROBE = 5.0  # the same before a real run (it only decides whether to ask)
 CONFIRM_RUNS = 200  # a sweep with more runs to do is planned before it starts ...
 CONFIRM_SECONDS = 600.0  # ... and asks for confirmation (or --yes) if estimated longer
 
@@ -191,10 +192,11 @@ def make_plan(
     workers: int = 1,
     threads: int = 0,
     probe: bool = True,
+    probe_total: float = PROBE_TOTAL,
 ) -> SweepPlan:
     """Plan ``specs`` (unique runs) given the ``finished`` run ids; ``workers`` batches
     run at once on ``threads`` torch threads each (0: this process's). ``probe=False``
-    skips the cost estimate."""
+    skips the cost estimate; ``probe_total``: seconds the probe may take."""
     todo = [s for s in specs if s.run_id not in finished]
     batches = plan(todo, max_batch, device)
     rows: dict[tuple[str, str], dict[str, float]] = {}
@@ -209,7 +211,7 @@ def make_plan(
         rows[b[0].problem, b[0].algorithm]["batches"] += 1
     result = SweepPlan(pd.DataFrame(), max(1, workers))
     if probe and batches:
-        seconds = _probe(batches, torch.device(device), threads, result)
+        seconds = _probe(batches, torch.device(device), threads, probe_total, result)
         for b, sec in zip(batches, seconds):
             rows[b[0].problem, b[0].algorithm]["seconds"] += sec
         result.longest = max((s for s in seconds if math.isfinite(s)), default=0.0)
@@ -223,7 +225,11 @@ def make_plan(
 
 
 def _probe(
-    batches: list[list[RunSpec]], device: torch.device, threads: int, result: SweepPlan
+    batches: list[list[RunSpec]],
+    device: torch.device,
+    threads: int,
+    total: float,
+    result: SweepPlan,
 ) -> list[float]:
     """Estimated seconds of each batch (see the module docstring); fills ``result``'s
     probe fields."""
@@ -239,7 +245,7 @@ def _probe(
         if threads:
             torch.set_num_threads(threads)
         for key, batch in first.items():
-            if time.perf_counter() - start > PROBE_TOTAL:
+            if time.perf_counter() - start > total:
                 break
             spec = batch[0]
             try:
@@ -300,6 +306,7 @@ def plan_sweep(
     max_batch: int | str = 0,
     threads: int = 0,
     probe: bool = True,
+    probe_total: float = PROBE_TOTAL,
     **_: Any,
 ) -> SweepPlan:
     """:func:`make_plan` for what ``run_sweep`` with these options would execute into
@@ -320,4 +327,5 @@ def plan_sweep(
         workers = workers or len(devices or []) or cores
         per_worker = threads or max(1, cores // workers)
     return make_plan(unique, finished, max_batch=max_batch, device=resolve_device(device),
-                     workers=workers, threads=per_worker, probe=probe)  # fmt: skip
+                     workers=workers, threads=per_worker, probe=probe,
+                     probe_total=probe_total)  # fmt: skip

@@ -182,7 +182,8 @@ def confirm_large(specs: list[config.RunSpec], cfg: config.RunConfig, options: d
     sweep_plan = plan_sweep(specs, cfg.out, device=cfg.device, probe=False, **options)
     if sweep_plan.to_run <= plan_module.CONFIRM_RUNS:
         return
-    sweep_plan = plan_sweep(specs, cfg.out, device=cfg.device, **options)
+    sweep_plan = plan_sweep(specs, cfg.out, device=cfg.device,
+                            probe_total=plan_module.CONFIRM_PROBE, **options)  # fmt: skip
     if not sweep_plan.wall_seconds > plan_module.CONFIRM_SECONDS:
         return
     what = (f"{sweep_plan.to_run:,} runs to do, estimated {_minutes(sweep_plan.wall_seconds)} "
