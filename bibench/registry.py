@@ -194,9 +194,10 @@ def source_hash(cls: Any) -> str:
 
 
 FRAMEWORK = REPO_ROOT / "bibench"
-# Modules of the package that never touch a row: the CLI, the analysis, the speed bench
-# and the dry-run planner.
-NOT_RESULTS = ("commands", "analysis", "cli.py", "bench.py", "plan.py", "testing.py")
+# Modules of the package that never change a row's values: the CLI, the analysis, the speed
+# bench, the dry-run planner, and the store, sweep and executors (they move rows, exactly)
+NOT_RESULTS = ("commands", "analysis", "cli.py", "bench.py", "plan.py", "testing.py",
+               "store.py", "sweep.py", "executors.py")  # fmt: skip
 
 
 def framework_hash() -> str:

@@ -38,8 +38,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import os
+import platform
 import re
 import sys
 import time
@@ -79,6 +81,7 @@ FAILED = "failed"
 LOCK_TIMEOUT = 120.0  # seconds to wait for the folder lock before giving up
 LEFTOVER_AGE = 3600.0  # a temporary file without a readable pid is removed after this
 RUN_FILE = re.compile(r"[0-9a-f]{16}\.parquet")
+HOST = hashlib.sha1(platform.node().encode()).hexdigest()[:6]
 
 
 def run_path(out: str | Path, run_id: str) -> Path:
@@ -137,11 +140,18 @@ def check_writable(out: str | Path) -> None:
         raise UserError(f"--out {out} is not writable: {exc.strerror or exc}") from None
 
 
+def _tmp_path(path: Path, pid: int | None = None) -> Path:
+    """``.tmp-<pid>-<host>-<random>-<name>``: the writer, so that a leftover can be
+    told from a write in progress (on this host, or another one sharing the folder)."""
+    pid = os.getpid() if pid is None else pid
+    return path.parent / f"{TMP_PREFIX}{pid}-{HOST}-{uuid.uuid4().hex[:8]}-{path.name}"
+
+
 def atomic_write_parquet(df: pd.DataFrame, path: Path) -> None:
     """Write ``df`` to ``path`` through a temporary file renamed over it (ordinary
     permissions: the umask's, as for any file the user writes)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f"{TMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}-{path.name}"
+    tmp = _tmp_path(path)
     try:
         df.to_parquet(tmp, index=False)
         os.replace(tmp, path)
@@ -274,8 +284,8 @@ def mark_current(out: str | Path, run_ids: Iterable[str]) -> None:
 
 
 def clean_leftovers(out: str | Path) -> list[Path]:
-    """Delete the temporary files of writes that were killed (their writer is dead);
-    return them."""
+    """Delete the temporary files of writes that were killed (their writer, on this host,
+    is dead; elsewhere: untouched for ``LEFTOVER_AGE``); return them."""
     removed = []
     for folder in (Path(out), _runs(out)):
         try:
@@ -284,10 +294,12 @@ def clean_leftovers(out: str | Path) -> list[Path]:
             continue
         for name in names:
             path = folder / name
-            pid = name[len(TMP_PREFIX):].split("-", 1)[0]
+            pid, _, rest = name[len(TMP_PREFIX):].partition("-")
             try:
-                dead = not _alive(int(pid)) if pid.isdigit() else (
-                    time.time() - path.stat().st_mtime > LEFTOVER_AGE)  # fmt: skip
+                if pid.isdigit() and rest.startswith(f"{HOST}-"):  # written on this host
+                    dead = not _alive(int(pid))
+                else:  # another host's (or an older bibench's): only when long abandoned
+                    dead = time.time() - path.stat().st_mtime > LEFTOVER_AGE
                 if dead:
                     path.unlink()
                     removed.append(path)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -69,9 +70,9 @@ def test_leftovers_of_killed_writes_are_ignored_then_cleaned(plugin, tmp_path, c
     runs = out / store.RUNS_DIR
     one = sorted(runs.glob("[0-9a-f]*.parquet"))[0]
     dead = 2**22 + 12345  # above Linux's default pid_max: no such process
-    zero = runs / f".tmp-{dead}-aaaaaaaa-{one.name}"
+    zero = store._tmp_path(one, pid=dead)
     zero.write_bytes(b"")
-    complete = runs / f".tmp-{dead}-bbbbbbbb-{one.name}"
+    complete = store._tmp_path(one, pid=dead)
     shutil.copy(one, complete)  # a whole run file that was never renamed
     capsys.readouterr()
     # the folder still loads, with no duplicate rows, and no warning (they are ours)
@@ -83,6 +84,13 @@ def test_leftovers_of_killed_writes_are_ignored_then_cleaned(plugin, tmp_path, c
     assert "4 already finished (skipped)" in capsys.readouterr().out
     assert not zero.exists() and not complete.exists()
     assert run_files(out) == before
+    # another host's temporary file may be a write in progress: kept until long abandoned
+    other = runs / f".tmp-{dead}-ffffff-cccccccc-{one.name}"
+    other.write_bytes(b"")
+    assert store.clean_leftovers(out) == [] and other.exists()
+    old = time.time() - store.LEFTOVER_AGE - 10
+    os.utime(other, (old, old))
+    assert store.clean_leftovers(out) == [other] and not other.exists()
 
 
 def test_foreign_files_are_ignored_with_one_warning_and_never_merged(plugin, tmp_path, capsys):
@@ -102,7 +110,8 @@ def test_foreign_files_are_ignored_with_one_warning_and_never_merged(plugin, tmp
         assert name in err[0]
     assert len(df) == rows and "x" not in set(df["run_id"])
     # report reads through the same loader
-    assert main(["report", "--results", str(out), "--out", str(out / "_report"), "--n-boot", "0"]) == 0
+    report = ["report", "--results", str(out), "--out", str(out / "_report"), "--n-boot", "0"]
+    assert main(report) == 0
     assert "report of 4 runs" in capsys.readouterr().out
 
 
@@ -165,6 +174,7 @@ def test_framework_hash_covers_the_sources_that_make_rows(tmp_path, monkeypatch)
     base = registry.framework_hash()
     (copy / "commands" / "report.py").write_text("# edited\n")  # the CLI: no row changes
     (copy / "plan.py").write_text("# edited\n")
+    (copy / "store.py").write_text("# edited\n")
     assert registry.framework_hash() == base
     with open(copy / "oracle.py", "a") as fh:
         fh.write("# edited\n")
