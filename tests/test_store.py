@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -179,3 +181,32 @@ def test_framework_hash_covers_the_sources_that_make_rows(tmp_path, monkeypatch)
     with open(copy / "oracle.py", "a") as fh:
         fh.write("# edited\n")
     assert registry.framework_hash() != base
+
+
+WRITER = """
+import sys, pandas as pd
+from bibench import store
+out, n = sys.argv[1], int(sys.argv[2])
+frame = pd.read_parquet(sys.argv[3])
+for i in range(n):
+    rid = f"{i:016x}"
+    store.write_run(out, rid, frame.assign(run_id=rid, config_id=rid))
+    if i % 5 == 0:
+        store.consolidate(out)
+"""
+
+
+def test_reading_while_another_process_writes_and_consolidates(plugin, tmp_path):
+    out = tmp_path / "out"
+    assert main(args(out, plugin)) == 0
+    one = sorted((out / store.RUNS_DIR).glob("[0-9a-f]*.parquet"))[0]
+    frame = pd.read_parquet(one)
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(out), "60", str(one)])
+    seen = []
+    while writer.poll() is None:
+        df = store.load(out)  # never a torn file, a half-built table or a lock error
+        seen.append(len(df))
+        assert len(df) % len(frame) == 0 and not df.duplicated(["run_id", "step"]).any()
+    assert writer.returncode == 0 and len(seen) > 1
+    df = store.load(out)
+    assert df["run_id"].nunique() == 4 + 60 and len(df) == (4 + 60) * len(frame)
