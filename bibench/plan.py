@@ -280,7 +280,7 @@ def write_plan(out: str | Path, specs: list[RunSpec]) -> None:
     ``OUT/_plan.json``, replacing the previous sweep's."""
     path = Path(out) / PLAN_FILE
     data = {"runs": {s.run_id: [s.problem, s.algorithm] for s in specs}}
-    tmp = path.with_name(f"{store.TMP_PREFIX}{os.getpid()}-{PLAN_FILE}")
+    tmp = store._tmp_path(path)  # the store's temporary name: a leftover is cleaned
     tmp.write_text(json.dumps(data))
     os.replace(tmp, path)
 
