@@ -37,6 +37,7 @@ import dataclasses
 import hashlib
 import itertools
 import json
+import math
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,7 @@ import yaml
 from bibench import __version__
 from bibench.errors import UserError
 from bibench.params import build_params
-from bibench.registry import discover, get_algorithm, get_problem, source_hash
+from bibench.registry import discover, framework_hash, get_algorithm, get_problem, source_hash
 
 __all__ = ["Budget", "RunConfig", "RunSpec", "expand", "load_yaml", "parse_name_list"]
 
@@ -71,6 +72,12 @@ class Budget:
     checkpoint_ratio: float = 1.25
 
     def __post_init__(self) -> None:
+        for key, value in (("budget", self.max_calls), ("max_steps", self.max_steps),
+                           ("checkpoint_ratio", self.checkpoint_ratio)):  # fmt: skip
+            if not math.isfinite(value):
+                raise UserError(f"bad value for {key}: {value} (must be a finite number)")
+        if math.isnan(self.max_time):
+            raise UserError("bad value for max_time: nan (seconds >= 0, 0 = no limit)")
         if self.max_calls < 1:
             raise UserError(f"bad value for budget: {self.max_calls} (must be >= 1 oracle call)")
         if self.max_time < 0:
@@ -103,14 +110,31 @@ class RunSpec:
         }
 
     @cached_property
-    def run_id(self) -> str:
-        """Hash of the full config, both plugins' source files and the bibench version."""
-        payload = self.config() | {
+    def config_id(self) -> str:
+        """Hash of the full config alone: runs of one config made by different code share
+        it (the store keeps the latest of them and marks the others stale)."""
+        text = json.dumps(self.config(), sort_keys=True, default=str)
+        return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+    @cached_property
+    def provenance(self) -> str:
+        """Hash of the code that produces this run's rows: both plugins' files with the local
+        modules they import (:func:`~bibench.registry.source_hash`), the framework's
+        sources (:func:`~bibench.registry.framework_hash`) and the bibench version."""
+        payload = {
             "problem_source": source_hash(get_problem(self.problem)),
             "algorithm_source": source_hash(get_algorithm(self.algorithm)),
+            "framework": framework_hash(),
             "bibench": __version__,
         }
-        text = json.dumps(payload, sort_keys=True, default=str)
+        text = json.dumps(payload, sort_keys=True)
+        return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+    @cached_property
+    def run_id(self) -> str:
+        """Hash of the config and of the code that runs it (:attr:`provenance`): an edit to a
+        plugin, a module it imports or the framework gives new run ids, never a reused row."""
+        text = json.dumps({"config": self.config_id, "provenance": self.provenance})
         return hashlib.sha1(text.encode()).hexdigest()[:16]
 
     def label(self) -> str:
@@ -198,11 +222,21 @@ def parse_name_list(text: str, what: str) -> list[tuple[str, dict[str, Any]]]:
                 if "=" not in kv:
                     raise UserError(f"malformed {what} parameter '{kv}' in '{item}'")
                 k, v = kv.split("=", 1)
-                params[k.strip()] = yaml.safe_load(v)
+                params[k.strip()] = _yaml_value(v, f"{what} parameter '{k.strip()}' in '{item}'")
             out.append((name.strip(), params))
         else:
             out.append((item, {}))
     return out
+
+
+def _yaml_value(text: str, what: str) -> Any:
+    """One bracket value, safe-loaded as YAML: a value YAML cannot parse, or a tag that would
+    build a Python object (``!!python/...``), is a UserError naming ``what``."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise UserError(f"malformed value {text.strip()!r} for {what}: {problem}") from None
 
 
 def _entries(value: Any, what: str) -> list[tuple[str, Any]]:
@@ -264,6 +298,8 @@ def from_mapping(data: dict[str, Any], base: RunConfig | None = None) -> RunConf
             val = data[key]
             if isinstance(val, bool) or not isinstance(val, (int, float)):
                 raise UserError(f"bad value for {key}: {val!r} (expected a number)")
+            if not math.isfinite(val) and not (key == "max_time" and val == math.inf):
+                raise UserError(f"bad value for {key}: {val} (expected a finite number)")
             b[field] = int(val) if field in ("max_calls", "max_steps") else float(val)
     if b:
         cfg.budget = dataclasses.replace(cfg.budget, **b)

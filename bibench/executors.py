@@ -22,6 +22,14 @@ and the run id computed here), because plugin classes live in modules that only
 torch dtype, and refuses to run a plugin whose source differs from the one the run id
 was hashed with (a worker on another checkout would otherwise write mislabelled rows).
 
+Faults. A batch whose worker dies (kill -9, the OOM killer, a lost Dask worker, a
+cancelled Slurm job) is recorded as ``failed`` with a one-line reason, so the next
+``run`` retries it; every other batch completes. The process pool finds the batch by
+the exit status of the worker that ran it (the pool's other workers are terminated by
+:mod:`concurrent.futures` when one dies, so their batches are resubmitted to a fresh
+pool). Pool workers exit when the main process dies (a thread polls the parent pid),
+so a killed ``run`` leaves no process holding memory.
+
 BLAS threads: every worker process would by default start one BLAS/OpenMP thread per
 core, so ``workers`` processes oversubscribe the machine ``workers``-fold. Workers
 therefore run ``cores // workers`` torch threads (at least one).
@@ -29,13 +37,18 @@ therefore run ``cores // workers`` torch threads (at least one).
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures as cf
 import dataclasses
 import multiprocessing
 import os
 import platform
+import queue as queue_lib
+import signal
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +57,8 @@ import torch
 
 from bibench.config import Budget, RunSpec
 from bibench.errors import UserError
-from bibench.registry import discover, get_algorithm, get_problem, source_hash
-from bibench.runner import execute_batch, resolve_device
+from bibench.registry import discover, framework_hash, get_algorithm, get_problem, source_hash
+from bibench.runner import execute_batch, failed_frames, resolve_device
 
 __all__ = [
     "EXECUTORS",
@@ -86,6 +99,30 @@ class WorkerSetup:
 
 _prepared: WorkerSetup | None = None
 _worker_device: str | None = None
+_started: Any = None  # the pool's queue of (ticket, pid): which worker runs which batch
+PARENT_POLL = 0.5  # seconds between a pool worker's checks that the main process lives
+POOL_BREAKS = 2  # a batch pending through this many pool breaks is recorded as failed
+
+
+def _exit_with_parent() -> None:
+    """Exit this worker as soon as the process that started it is gone (a killed main
+    process must not leave workers computing and holding memory)."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="bibench-parent-watch", daemon=True).start()
+
+
+def _pool_worker(setup: WorkerSetup, devices: Any = None, started: Any = None) -> None:
+    """Process-pool initialiser: follow the parent, report batches, then :func:`_prepare`."""
+    global _started
+    _started = started
+    _exit_with_parent()
+    _prepare(setup, devices)
 
 
 def _prepare(setup: WorkerSetup, devices: Any = None) -> None:
@@ -113,6 +150,7 @@ def to_payload(batch: list[RunSpec]) -> Payload:
             "run_id": spec.run_id,
             "problem_source": source_hash(get_problem(spec.problem)),
             "algorithm_source": source_hash(get_algorithm(spec.algorithm)),
+            "framework_source": framework_hash(),
         }
         for spec in batch
     ]
@@ -128,6 +166,11 @@ def from_payload(payload: Payload) -> list[RunSpec]:
                     f"plugin '{cls.name}' on worker {platform.node()} differs from the "
                     "main process's; workers need the same checkout and --plugin files"
                 )
+        if item.get("framework_source", framework_hash()) != framework_hash():
+            raise UserError(
+                f"bibench on worker {platform.node()} differs from the main process's; "
+                "workers need the same checkout"
+            )
         spec = RunSpec(
             item["problem"],
             problem.Params(**item["problem_params"]),
@@ -141,9 +184,14 @@ def from_payload(payload: Payload) -> list[RunSpec]:
     return specs
 
 
-def run_payload(payload: Payload, device: str | None, setup: WorkerSetup) -> list[pd.DataFrame]:
-    """The worker's entry point: one batch, given as plain data."""
+def run_payload(
+    payload: Payload, device: str | None, setup: WorkerSetup, ticket: int | None = None
+) -> list[pd.DataFrame]:
+    """The worker's entry point: one batch, given as plain data (``ticket``: its number in
+    the process pool, reported before it starts)."""
     _prepare(setup)
+    if _started is not None and ticket is not None:
+        _started.put((ticket, os.getpid()))
     return execute_batch(from_payload(payload), resolve_device(device or _worker_device or "cpu"))
 
 
@@ -190,7 +238,9 @@ class Executor:
         seen from here), and how many batches share it at once."""
         return _local_device(self.device), 1
 
-    def map(self, batches: list[list[RunSpec]]) -> Iterator[BatchResult]:
+    def map(self, batches: Iterable[list[RunSpec]]) -> Iterator[BatchResult]:
+        """Run ``batches``, taken from the iterable as workers free up (the sweep claims a
+        batch when it hands it over)."""
         raise NotImplementedError
 
 
@@ -203,16 +253,20 @@ def _local_device(device: str) -> torch.device:
 
 
 class SerialExecutor(Executor):
-    """Batches one after another in this process (the default)."""
+    """Batches one after another in this process (the default). ``on_progress``, if set,
+    receives the running batch's oracle calls (see :func:`bibench.runner.execute_batch`);
+    the other executors report per batch only (their workers are other processes)."""
+
+    on_progress: Callable[[int], None] | None = None
 
     def check(self) -> None:
         if self.devices:
             raise UserError("--devices needs a parallel executor (--executor processes)")
 
-    def map(self, batches: list[list[RunSpec]]) -> Iterator[BatchResult]:
+    def map(self, batches: Iterable[list[RunSpec]]) -> Iterator[BatchResult]:
         device = resolve_device(self.device)
         for batch in batches:
-            yield batch, execute_batch(batch, device)
+            yield batch, execute_batch(batch, device, self.on_progress)
 
 
 class ProcessExecutor(Executor):
@@ -224,29 +278,104 @@ class ProcessExecutor(Executor):
             return _local_device(self.devices[0]), 1
         return _local_device(self.device), self.workers
 
-    def map(self, batches: list[list[RunSpec]]) -> Iterator[BatchResult]:
-        if not batches:
-            return
+    def map(self, batches: Iterable[list[RunSpec]]) -> Iterator[BatchResult]:
+        source = iter(batches)
+        retry: collections.deque[tuple[list[RunSpec], int]] = collections.deque()
+        tickets = iter(range(1 << 62))
         ctx = multiprocessing.get_context("spawn")
-        queue = None
-        if self.devices:
-            queue = ctx.Queue()
-            for dev in self.devices:
-                queue.put(dev)
-        pool = cf.ProcessPoolExecutor(
-            self.workers, mp_context=ctx, initializer=_prepare, initargs=(self.setup, queue)
-        )
         device = None if self.devices else self.device
+        while True:
+            devices = None
+            if self.devices:
+                devices = ctx.Queue()
+                for dev in self.devices:
+                    devices.put(dev)
+            started = ctx.Queue()
+            pool = cf.ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_pool_worker,
+                                          initargs=(self.setup, devices, started))  # fmt: skip
+            # ticket -> (batch, pool breaks it went through)
+            inflight: dict[cf.Future, tuple[int, list[RunSpec], int]] = {}
+            try:
+                while True:
+                    while len(inflight) < 2 * self.workers:  # the next batch ready to go
+                        if retry:
+                            item = retry.popleft()
+                        elif (batch := next(source, None)) is not None:
+                            item = (batch, 0)
+                        else:
+                            break
+                        ticket = next(tickets)
+                        fut = pool.submit(run_payload, to_payload(item[0]), device, self.setup,
+                                          ticket)  # fmt: skip
+                        inflight[fut] = (ticket, *item)
+                    if not inflight:
+                        pool.shutdown()
+                        return
+                    done, _ = cf.wait(inflight, return_when=cf.FIRST_COMPLETED)
+                    if any(isinstance(f.exception(), BrokenProcessPool) for f in done):
+                        break
+                    for fut in done:
+                        _, batch, _ = inflight.pop(fut)
+                        yield batch, fut.result()
+            except BaseException:  # Ctrl-C, a failed write, a UserError: stop every worker
+                _terminate(pool)
+                raise
+            # a worker died: the pool is broken and every pending batch with it
+            processes = dict(getattr(pool, "_processes", None) or {})
+            cf.wait(inflight)
+            pool.shutdown(wait=True)
+            pids = _drain(started)
+            for fut, (ticket, batch, breaks) in inflight.items():
+                if not isinstance(fut.exception(), BrokenProcessPool):
+                    yield batch, fut.result()  # finished before the break (or its own error)
+                    continue
+                code = _exitcode(processes.get(pids.get(ticket, -1)))
+                if code is not None and code not in (0, -signal.SIGTERM):
+                    why = f"worker process {pids[ticket]} died ({_describe(code)})"
+                    yield batch, failed_frames(batch, device or "cpu", why)
+                elif breaks + 1 >= POOL_BREAKS:
+                    why = "a worker process died while this batch was pending, twice"
+                    yield batch, failed_frames(batch, device or "cpu", why)
+                else:
+                    retry.append((batch, breaks + 1))
+
+
+def _terminate(pool: cf.ProcessPoolExecutor) -> None:
+    """Stop ``pool``'s workers now (shutdown alone waits for the running batches)."""
+    for proc in list((getattr(pool, "_processes", None) or {}).values()):
+        proc.terminate()
+    pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _drain(started: Any) -> dict[int, int]:
+    """ticket -> pid of the worker that ran it, from the pool's report queue."""
+    pids = {}
+    while True:
         try:
-            futures = {
-                pool.submit(run_payload, to_payload(b), device, self.setup): b for b in batches
-            }
-            for future in cf.as_completed(futures):
-                yield futures[future], future.result()
-        except BaseException:  # Ctrl-C or a failed batch: do not wait for the others
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
-        pool.shutdown()
+            ticket, pid = started.get(timeout=0.5)
+        except (queue_lib.Empty, OSError, EOFError):
+            return pids
+        pids[ticket] = pid
+
+
+def _exitcode(proc: Any) -> int | None:
+    return None if proc is None else proc.exitcode
+
+
+def _describe(code: int) -> str:
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        hint = "; out of memory?" if -code == signal.SIGKILL else ""
+        return f"killed by {name}{hint}"
+    return f"exit status {code}"
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"
 
 
 def _missing_extra(executor: str, package: str, extra: str) -> UserError:
@@ -268,9 +397,11 @@ class DaskExecutor(Executor):
     def memory_share(self) -> tuple[torch.device, int]:
         return _local_device(self.device), 1 if self.scheduler else self.workers
 
-    def map(self, batches: list[list[RunSpec]]) -> Iterator[BatchResult]:
+    def map(self, batches: Iterable[list[RunSpec]]) -> Iterator[BatchResult]:
         from distributed import Client, LocalCluster, as_completed
+        from distributed.scheduler import KilledWorker
 
+        batches = list(batches)
         if not batches:
             return
         cluster = None
@@ -288,7 +419,11 @@ class DaskExecutor(Executor):
                 for b in batches
             }
             for future in as_completed(futures):
-                yield futures[future], future.result()
+                try:
+                    frames = future.result()
+                except KilledWorker as exc:  # the workers that ran it died (retried by Dask)
+                    frames = failed_frames(futures[future], "cpu", _one_line(exc))
+                yield futures[future], frames
         finally:
             client.close()
             if cluster is not None:
@@ -310,9 +445,11 @@ class SlurmExecutor(Executor):
         except ImportError:
             raise _missing_extra("slurm", "submitit", "slurm") from None
 
-    def map(self, batches: list[list[RunSpec]]) -> Iterator[BatchResult]:
+    def map(self, batches: Iterable[list[RunSpec]]) -> Iterator[BatchResult]:
         import submitit
+        from submitit.core.utils import UncompletedJobError
 
+        batches = list(batches)
         if not batches:
             return
         opts = dict(self.slurm)
@@ -334,7 +471,11 @@ class SlurmExecutor(Executor):
             done = [job.done() for job, _ in pending]
             for (job, b), finished in zip(pending, done):
                 if finished:
-                    yield b, job.result()
+                    try:
+                        frames = job.result()
+                    except UncompletedJobError as exc:  # cancelled, timed out, node lost
+                        frames = failed_frames(b, "cpu", _one_line(exc))
+                    yield b, frames
             pending = [p for p, finished in zip(pending, done) if not finished]
             if pending and not any(done):
                 time.sleep(poll)

@@ -12,6 +12,7 @@ decorators. Two plugins that claim the same name are an error naming both files.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -30,6 +31,7 @@ __all__ = [
     "PROBLEMS",
     "Registry",
     "discover",
+    "framework_hash",
     "get_algorithm",
     "get_problem",
     "load_plugin_file",
@@ -176,9 +178,118 @@ def _short_hash(text: str) -> str:
 
 
 def source_hash(cls: Any) -> str:
-    """SHA-1 of the file that defines ``cls`` (part of every run id)."""
+    """SHA-1 over the file that defines ``cls`` and the local modules it imports, directly
+    or through each other (part of every run id). A module is local when its file lies in
+    the plugin's folder or in this repository, outside the ``bibench`` package (which
+    :func:`framework_hash` covers)."""
     src = _source_file(cls if isinstance(cls, type) else type(cls))
-    try:
-        return hashlib.sha1(Path(src).read_bytes()).hexdigest()
-    except OSError:
+    if not Path(src).is_file():
         return "nosource"
+    files = _local_closure(Path(src))
+    digest = hashlib.sha1()
+    for file in files:
+        digest.update(file.name.encode())
+        digest.update(_file_digest(file))
+    return digest.hexdigest()
+
+
+FRAMEWORK = REPO_ROOT / "bibench"
+# Modules of the package that never change a row's values: the CLI, the analysis, the speed
+# bench, the dry-run planner, and the store, sweep and executors (they move rows, exactly)
+NOT_RESULTS = ("commands", "analysis", "cli.py", "bench.py", "plan.py", "testing.py",
+               "store.py", "sweep.py", "executors.py")  # fmt: skip
+
+
+def framework_hash() -> str:
+    """SHA-1 of the ``bibench`` sources that produce results (runner, oracle, estimators,
+    problem and algorithm contracts, data loaders...: every ``.py`` of the package but
+    the CLI, the analysis and the speed bench). Part of every run id, so that a changed
+    framework never reuses a result it did not produce."""
+    files = sorted(
+        f for f in FRAMEWORK.rglob("*.py")
+        if f.relative_to(FRAMEWORK).parts[0] not in NOT_RESULTS
+    )  # fmt: skip
+    digest = hashlib.sha1()
+    for file in files:
+        digest.update(str(file.relative_to(FRAMEWORK)).encode())
+        digest.update(_file_digest(file))
+    return digest.hexdigest()
+
+
+_digests: dict[Path, tuple[tuple[int, int], bytes, tuple[Path, ...]]] = {}
+
+
+def _stat_key(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_mtime_ns, st.st_size
+
+
+def _file_digest(path: Path) -> bytes:
+    return _scan(path)[0]
+
+
+def _scan(path: Path) -> tuple[bytes, tuple[Path, ...]]:
+    """A file's SHA-1 and the local files its imports resolve to (cached per mtime/size:
+    run ids are computed once per run, and a grid has thousands)."""
+    key = _stat_key(path)
+    hit = _digests.get(path)
+    if hit and hit[0] == key:
+        return hit[1], hit[2]
+    data = path.read_bytes()
+    deps: tuple[Path, ...] = ()
+    if path.suffix == ".py" and FRAMEWORK not in path.parents:
+        deps = tuple(_local_imports(path, data))
+    _digests[path] = (key, hashlib.sha1(data).digest(), deps)
+    return _digests[path][1], deps
+
+
+def _local_closure(path: Path) -> list[Path]:
+    """``path`` and every local module reachable through imports, sorted."""
+    seen, todo = {path}, [path]
+    while todo:
+        for dep in _scan(todo.pop())[1]:
+            if dep not in seen:
+                seen.add(dep)
+                todo.append(dep)
+    return sorted(seen)
+
+
+def _local_imports(path: Path, source: bytes) -> list[Path]:
+    """Files of the modules ``path`` imports (anywhere in it, also inside functions) that
+    are local: found in its folder or the repository, or already imported from there."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return []
+    names: list[tuple[str, int]] = []  # (dotted name, relative level)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.extend((alias.name, 0) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            names.append((base, node.level))
+            names.extend((f"{base}.{a.name}" if base else a.name, node.level)
+                         for a in node.names)  # fmt: skip
+    roots = [path.parent, REPO_ROOT]
+    found = []
+    for name, level in names:
+        if not name:
+            continue
+        bases = [path.parents[level - 1]] if level else roots
+        for file in _candidates(name, bases, relative=bool(level)):
+            if file != path and FRAMEWORK not in file.parents and file.is_file():
+                found.append(file.resolve())
+                break
+    return sorted(set(found))
+
+
+def _candidates(name: str, bases: list[Path], relative: bool) -> list[Path]:
+    parts = name.split(".")
+    out = []
+    for base in bases:
+        out += [base.joinpath(*parts).with_suffix(".py"), base.joinpath(*parts, "__init__.py")]
+    module = None if relative else sys.modules.get(name)
+    file = getattr(module, "__file__", None)
+    if file and any(Path(file).resolve().is_relative_to(b) for b in bases):
+        out.append(Path(file).resolve())
+    return out

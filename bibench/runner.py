@@ -9,8 +9,13 @@ leading run dimension. :func:`execute_batch` owns the loop:
   (ratio ``checkpoint_ratio``), at step 0 and when it stops;
 * timing: the device is synchronised before every clock read, and ground-truth
   metrics are evaluated with the clock stopped (uncounted, untimed);
-* divergence: a run whose iterates are non-finite or exceed ``BLOWUP`` in absolute
-  value is stopped and recorded with status ``diverged``; the others go on;
+* divergence: a run is stopped and recorded with status ``diverged`` (its rows up to
+  then kept, its ``error`` naming the cause) when its iterates are non-finite or exceed
+  ``BLOWUP`` in absolute value (every step), or, at a checkpoint, when one of the
+  measured metrics ``WATCHED`` (Φ, ‖∇Φ‖, g − g*) that was finite at step 0 is infinite
+  or exceeds ``METRIC_BLOWUP`` · max(1, |its value at step 0|) in absolute value (a NaN
+  metric alone is not divergence: problems return NaN outside their domain); the
+  others go on;
 * failure: an exception inside the algorithm fails that batch only (status
   ``failed``, recorded but retried on the next ``run``).
 
@@ -55,13 +60,21 @@ __all__ = [
     "available_memory",
     "batch_key",
     "execute_batch",
+    "failed_frames",
     "memory_per_run",
     "plan",
     "resolve_device",
+    "step_cost",
     "sync",
 ]
 
 BLOWUP = 1e10  # |x| or |y| beyond this counts as divergence
+# Measured metrics watched for divergence, and the growth over their step-0 value that
+# counts as one (F2BA under oracle noise reaches ‖∇Φ‖ ~ 1e8 from ~30, Φ ~ 1e15 from ~1e2;
+# a converging run shrinks them)
+WATCHED = ("phi", "hypergrad_norm", "lower_gap")
+METRIC_BLOWUP = 1e6
+PROGRESS_EVERY = 0.5  # seconds between execute_batch's progress reports
 MEMORY_FRACTION = 0.5  # share of the free memory an automatic batch size may fill
 PROBE_SIZES = (1, 3)  # runs in the probe batches of memory_per_run
 STREAM_INIT, STREAM_ORACLE, STREAM_ALGORITHM = 1, 2, 3
@@ -192,6 +205,42 @@ def memory_per_run(spec: RunSpec, device: str | torch.device = "cpu") -> float:
     return max((used[1] - used[0]) / (PROBE_SIZES[1] - PROBE_SIZES[0]), floor)
 
 
+def step_cost(
+    specs: list[RunSpec],
+    device: str | torch.device = "cpu",
+    problem: Problem | None = None,
+    steps: int = 3,
+    seconds: float = 0.05,
+) -> tuple[float, float, float]:
+    """``(init seconds, seconds per step, oracle calls per step and run)`` of the batch
+    ``specs``, from one untimed warm-up step then ``steps`` timed steps (at least 2, fewer once
+    ``seconds`` have passed), the fastest of which gives the step cost (a busy machine
+    slows some steps, never speeds one up), timed in CPU time on the CPU (per thread
+    summed: probe on one thread); no metrics, nothing recorded. ``problem``: a
+    built instance to reuse (building one can cost more than the probe)."""
+    device = torch.device(device)
+    if problem is None:
+        problem = get_problem(specs[0].problem)(specs[0].problem_params, device)
+    sync(device)
+    start = time.perf_counter()
+    algorithm, oracle, state = _start(specs, device, problem)
+    sync(device)
+    init = time.perf_counter() - start
+    state = algorithm.step(state)  # warm-up: first calls pay for lazy set-up
+    sync(device)
+    calls0 = oracle.total().double().mean().item()
+    # on the CPU this process's CPU time: other processes on a busy machine do not count
+    clock = time.process_time if device.type == "cpu" else time.perf_counter
+    begin, times = time.perf_counter(), []
+    while len(times) < steps and (len(times) < 2 or time.perf_counter() - begin < seconds):
+        start = clock()
+        state = algorithm.step(state)
+        sync(device)
+        times.append(clock() - start)
+    calls = (oracle.total().double().mean().item() - calls0) / len(times)
+    return init, min(times), calls
+
+
 def auto_batch_size(spec: RunSpec, device: str | torch.device = "cpu") -> int:
     """The most runs like ``spec`` that fit in ``MEMORY_FRACTION`` of the free memory."""
     return max(1, int(MEMORY_FRACTION * available_memory(device) / memory_per_run(spec, device)))
@@ -233,6 +282,8 @@ def _static_columns(spec: RunSpec, device: torch.device, batch_size: int) -> dic
         "device": str(device),
         "batch_size": batch_size,
         "budget": spec.budget.max_calls,
+        "config_id": spec.config_id,
+        "provenance": spec.provenance,
         "bibench_version": __version__,
         "torch_version": torch.__version__,
         "hostname": platform.node(),
@@ -289,7 +340,43 @@ class _Recorder:
         ]
 
 
-def execute_batch(specs: list[RunSpec], device: str | torch.device = "cpu") -> list[pd.DataFrame]:
+def _metric_divergence(
+    metrics: dict[str, torch.Tensor], initial: dict[str, np.ndarray], step: int
+) -> dict[int, str]:
+    """Runs whose watched metrics diverged (see the module docstring), with the reason."""
+    reasons: dict[int, str] = {}
+    for key in WATCHED:
+        if key not in metrics or key not in initial:
+            continue
+        value, start = metrics[key].numpy(), initial[key]
+        limit = METRIC_BLOWUP * np.maximum(1.0, np.abs(start))
+        watched = np.isfinite(start)
+        # NaN is left alone: a problem returns it where a closed form is undefined (outside
+        # its domain); the NaN of an overflow comes with iterates the step check catches
+        with np.errstate(invalid="ignore"):
+            bad = watched & (np.isinf(value) | (np.abs(value) > limit))
+        for r in np.flatnonzero(bad).tolist():
+            if r in reasons:
+                continue
+            if math.isfinite(value[r]):
+                reasons[r] = (f"{key} = {value[r]:.3g} > {METRIC_BLOWUP:g} * max(1, "
+                              f"|{start[r]:.3g}| at step 0) at step {step}")  # fmt: skip
+            else:
+                reasons[r] = f"{key} is {value[r]} at step {step}"
+    return reasons
+
+
+def failed_frames(specs: list[RunSpec], device: str | torch.device, reason: str):
+    """One ``failed`` row per run, for a batch that never returned (its worker died)."""
+    static = [_static_columns(s, torch.device(device), len(specs)) for s in specs]
+    return _Recorder(len(specs)).frames(static, ["failed"] * len(specs), [reason] * len(specs))
+
+
+def execute_batch(
+    specs: list[RunSpec],
+    device: str | torch.device = "cpu",
+    progress: Callable[[int], None] | None = None,
+) -> list[pd.DataFrame]:
     """Run one lockstep batch; return one results frame per run (in ``specs`` order).
 
     The runs must share a :func:`batch_key` (one problem instance, one algorithm,
@@ -297,6 +384,11 @@ def execute_batch(specs: list[RunSpec], device: str | torch.device = "cpu") -> l
     Host reads per step: one packed ``(9, R)`` transfer of the call counts and the
     finiteness flags (the device is synchronised for the clock anyway); everything
     else stays on the device until a checkpoint is due.
+
+    ``progress``, if given, is called with the batch's oracle calls so far (each run's
+    count capped at the budget, a stopped run counted at the full budget, so the batch
+    ends at ``len(specs) * budget.max_calls``) at most every ``PROGRESS_EVERY`` seconds,
+    from counts the loop reads anyway (no extra device read).
     """
     if len({batch_key(s) for s in specs}) > 1:
         raise ValueError("execute_batch: the runs do not share a batch_key; group them with plan")
@@ -324,8 +416,10 @@ def execute_batch(specs: list[RunSpec], device: str | torch.device = "cpu") -> l
         last_total = None
 
         next_due = 0.0  # smallest next checkpoint of an active run
+        initial: dict[str, np.ndarray] | None = None  # watched metrics at step 0
         stopped = None  # ~active on the device, once a run has stopped
         last_uniform = None
+        next_report = time.monotonic() + PROGRESS_EVERY
         no_grad = torch.no_grad()
 
         while True:
@@ -381,13 +475,19 @@ def execute_batch(specs: list[RunSpec], device: str | torch.device = "cpu") -> l
                         **{k: v.numpy().copy() for k, v in metrics.items()},
                     }
                     record.add(due, columns)
+                    if initial is None:
+                        initial = {k: metrics[k].numpy().copy() for k in WATCHED if k in metrics}
+                    for r, why in _metric_divergence(metrics, initial, step).items():
+                        if due[r]:
+                            diverged[r], stopping[r] = True, True
+                            errors[r] = why
                     next_ckpt = np.where(
                         due, np.maximum(next_ckpt * budget.checkpoint_ratio, total + 1.0), next_ckpt
                     )
                 if stopping.any():
                     for r in np.flatnonzero(stopping).tolist():
                         status[r] = "diverged" if diverged[r] else "done"
-                        if diverged[r]:
+                        if diverged[r] and not errors[r]:
                             errors[r] = f"non-finite or |iterate| > {BLOWUP:g} at step {step}"
                     active = active & ~stopping
                     if not active.any():
@@ -395,6 +495,10 @@ def execute_batch(specs: list[RunSpec], device: str | torch.device = "cpu") -> l
                     stopped = torch.from_numpy(~active).to(device)
                 next_due = next_ckpt[active].min()
 
+            if progress is not None and time.monotonic() >= next_report:
+                next_report = time.monotonic() + PROGRESS_EVERY
+                capped = np.minimum(last_total, budget.max_calls)
+                progress(int(np.where(active, capped, budget.max_calls).sum()))
             if cuda:
                 torch.cuda.synchronize(device)
             start = time.perf_counter()

@@ -60,6 +60,8 @@ def register(sub) -> None:
         dest="n_boot",
         help="bootstrap resamples over seeds for the slope CI",
     )
+    p.add_argument("--include-stale", action="store_true", dest="include_stale",
+                   help="also count runs a code edit superseded")  # fmt: skip
     p.set_defaults(func=run)
 
 
@@ -74,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"bad value for --eps-min: {args.eps_min} (in (0, 1))")
     if args.n_boot < 0:
         raise UserError(f"bad value for --n-boot: {args.n_boot} (>= 0)")
-    df = store.load(results)
+    df = store.load(results, include_stale=args.include_stale)
     if args.metric not in df.columns:
         raise UserError(f"unknown metric '{args.metric}' (not a column of {results})")
     opts = ReportOptions(

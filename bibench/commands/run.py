@@ -7,9 +7,11 @@ import sys
 
 import torch
 
-from bibench import config
+from bibench import config, store
+from bibench import plan as plan_module
 from bibench.errors import UserError
 from bibench.executors import EXECUTORS
+from bibench.plan import expansions, plan_sweep
 from bibench.runner import resolve_device
 from bibench.sweep import run_sweep
 
@@ -40,6 +42,12 @@ def register(sub) -> None:
     p.add_argument("--threads", type=int,
                    help="torch threads per process (default: torch's own)")  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--dry-run", action="store_true", dest="dry_run",
+                   help="print the plan (runs, batches, expansions, cost); run none")  # fmt: skip
+    p.add_argument("--yes", action="store_true",
+                   help="start a large sweep without asking (needed without a TTY)")  # fmt: skip
+    p.add_argument("--fail-on-diverge", action="store_true", dest="fail_on_diverge",
+                   help="exit 1 when a run diverged (default: exit 0, a result)")  # fmt: skip
     p.set_defaults(func=run)
 
 
@@ -148,8 +156,45 @@ def run(args: argparse.Namespace) -> int:
     options = executor_options(cfg)
     if options["threads"]:
         torch.set_num_threads(options["threads"])
+    if args.dry_run:
+        for line in expansions(cfg):
+            print(f"expands: {line}")
+        for line in plan_sweep(specs, cfg.out, device=cfg.device, **options).lines():
+            print(line)
+        return 0
+    store.check_writable(cfg.out)  # before any batch is computed
+    if not args.yes:
+        confirm_large(specs, cfg, options)
     summary = run_sweep(specs, cfg.out, device=cfg.device, progress=not args.quiet, **options)
-    for msg in summary.messages:
+    for msg in summary.report(cfg.out):
         print(f"bibench: {msg}", file=sys.stderr)
     print(f"bibench: {summary.line()}; results in {cfg.out} (pandas.read_parquet('{cfg.out}'))")
-    return 0 if summary.ok else 1
+    # exit status: 0 when every run has an outcome (diverging is one), 1 on failed runs
+    return 1 if summary.failed or (args.fail_on_diverge and summary.diverged) else 0
+
+
+def confirm_large(specs: list[config.RunSpec], cfg: config.RunConfig, options: dict) -> None:
+    """Ask before a sweep of more than ``CONFIRM_RUNS`` runs to do whose estimated wall
+    time exceeds ``CONFIRM_SECONDS``; without a terminal, refuse (``--yes`` skips this)."""
+    unique = {s.run_id for s in specs}
+    if len(unique) <= plan_module.CONFIRM_RUNS:  # cheap bound: no sweep runs more than this
+        return
+    sweep_plan = plan_sweep(specs, cfg.out, device=cfg.device, probe=False, **options)
+    if sweep_plan.to_run <= plan_module.CONFIRM_RUNS:
+        return
+    sweep_plan = plan_sweep(specs, cfg.out, device=cfg.device,
+                            probe_total=plan_module.CONFIRM_PROBE, **options)  # fmt: skip
+    if not sweep_plan.wall_seconds > plan_module.CONFIRM_SECONDS:
+        return
+    what = (f"{sweep_plan.to_run:,} runs to do, estimated {_minutes(sweep_plan.wall_seconds)} "
+            f"(above {_minutes(plan_module.CONFIRM_SECONDS)})")  # fmt: skip
+    if not sys.stdin.isatty():
+        raise UserError(f"large sweep: {what}; pass --yes to start it (--dry-run shows the plan)")
+    print("\n".join(sweep_plan.lines()), file=sys.stderr)
+    answer = input(f"bibench: large sweep: {what}. Start it? [y/N] ")
+    if answer.strip().lower() not in ("y", "yes"):
+        raise UserError("not started")
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min"
