@@ -31,6 +31,14 @@ and reported as the best of ``repeat`` repetitions (the least-disturbed one):
     makes about ``budget`` calls per batch in all, spread over several oracles, so
     compiling pays only where the break-even is well below that.
 
+(e) **the limit** (part ``limit``): the run's wall time :math:`T_\text{run}` against a
+    hand-fused torch loop of the same algorithm on the same instance
+    (:mod:`bibench.fused`: plain torch, no oracle object, no counting, no checkpoints,
+    ``x``-only terms hoisted out of the inner loops; tests/test_fused.py checks that it
+    computes the same iterates to 1e-12). The two are timed alternately in this process,
+    ``repeat`` times, and the ratio is the median of the per-repetition ratios (robust to
+    a machine shared with other work).
+
 Memory: on CUDA the allocator's peak for each batch (``torch.cuda.max_memory_allocated``);
 on the CPU the estimate :func:`~bibench.runner.memory_per_run` times ``R``.
 """
@@ -54,6 +62,7 @@ import torch
 from bibench.algorithm import batch_hyper
 from bibench.config import Budget, RunConfig, RunSpec, expand, parse_name_list
 from bibench.errors import UserError
+from bibench.fused import fused_loop
 from bibench.oracle import ORACLE_TYPES, Oracle
 from bibench.registry import get_algorithm, get_problem
 from bibench.rng import BatchedRNG
@@ -74,11 +83,19 @@ __all__ = [
     "compile_gain",
     "default_benchmark",
     "harness_overhead",
+    "limit_ratio",
     "parse_workload",
     "step_times",
     "workload_specs",
 ]
 
+LIMIT_WORKLOADS = (
+    "quadratic:aid_cg",
+    "quadratic:soba",
+    "hat:aid_cg[lr_y=0.05,lr_x=0.05]",
+    "hat:soba[lr_y=0.5]",
+)
+"""The workloads of part ``limit`` (every one has a fused loop in :mod:`bibench.fused`)."""
 DEFAULT_WORKLOADS = ("quadratic:aid_cg", "hat:aid_cg[lr_y=0.05,lr_x=0.05]")
 """aid_cg's defaults diverge on the quartic hat lower level from 2 of 1,024 seeds (200
 steps); these steps are stable."""
@@ -297,6 +314,42 @@ def default_benchmark(
     }
 
 
+def limit_ratio(
+    workload: str, device: torch.device, *, batch: int, steps: int, repeat: int
+) -> dict[str, Any]:
+    """(e): the run's wall time over the hand-fused loop's (see the module docstring)."""
+    specs = workload_specs(workload, batch, steps)
+    first = specs[0]
+    problem = get_problem(first.problem)(first.problem_params, device)
+    seeds = torch.tensor([s.seed for s in specs], dtype=torch.int64, device=device)
+    init_rng = BatchedRNG(seeds, STREAM_INIT)
+    x0, y0 = problem.init_x(init_rng), problem.init_y(init_rng)
+
+    def fused():
+        return fused_loop(first.algorithm, problem, first.hyper, x0, y0, steps)
+
+    execute_batch(specs[:1], device)  # warm-up of both
+    fused()
+    t_run, t_fused, frames = [], [], []
+    for _ in range(repeat):
+        seconds, frames = _best_time(lambda: execute_batch(specs, device), device, 1)
+        t_run.append(seconds)
+        t_fused.append(_best_time(fused, device, 1)[0])
+    ratios = torch.tensor(t_run) / torch.tensor(t_fused)
+    return {
+        "workload": workload,
+        "device": str(device),
+        "batch": batch,
+        "steps": _steps_done(frames),
+        "run_seconds": float(torch.tensor(t_run).median()),
+        "fused_seconds": float(torch.tensor(t_fused).median()),
+        "ratio": float(ratios.median()),
+        "ratio_min": float(ratios.min()),
+        "ratio_max": float(ratios.max()),
+        "status": _statuses(frames),
+    }
+
+
 DERIVATIVE_ORACLES = ("grad_x_f", "grad_y_f", "grad_x_g", "grad_y_g", "hvp_yy_g", "cross_xy_g")
 
 
@@ -351,6 +404,7 @@ class BenchReport:
     overhead: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     default: dict[str, Any] | None = None
     compile: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    limit: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2)
