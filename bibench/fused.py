@@ -31,7 +31,7 @@ import torch
 from bibench.estimators import RESIDUAL_FLOOR
 from bibench.problem import Problem
 
-__all__ = ["FUSED", "Point", "fused_loop", "lower_level"]
+__all__ = ["FUSED", "Point", "check", "fused_loop", "lower_level"]
 
 Vec = Callable[[torch.Tensor], torch.Tensor]
 
@@ -113,14 +113,19 @@ def _hat(problem, x: torch.Tensor) -> LowerLevel:
 LOWER_LEVELS = {"quadratic": _quadratic, "hat": _hat}
 
 
-def lower_level(problem: Problem, x: torch.Tensor) -> LowerLevel:
-    """The fused oracles of ``problem`` at ``x`` (a ``ValueError`` where there are none)."""
-    p = problem.params
-    if problem.name not in LOWER_LEVELS or p.batch_size or p.noise_std:
+def check(problem: str, params, algorithm: str) -> None:
+    """A ``ValueError`` naming what has no fused loop, if anything."""
+    if problem not in LOWER_LEVELS or params.batch_size or params.noise_std:
         raise ValueError(
-            f"no fused loop for problem '{problem.name}' with batch_size={p.batch_size}, "
-            f"noise_std={p.noise_std} (fused: {', '.join(LOWER_LEVELS)}, deterministic)"
+            f"no fused loop for problem '{problem}' with batch_size={params.batch_size}, "
+            f"noise_std={params.noise_std} (fused: {', '.join(LOWER_LEVELS)}, deterministic)"
         )
+    if algorithm not in FUSED:
+        raise ValueError(f"no fused loop for algorithm '{algorithm}' (fused: {', '.join(FUSED)})")
+
+
+def lower_level(problem: Problem, x: torch.Tensor) -> LowerLevel:
+    """The fused oracles of ``problem`` at ``x``."""
     return LOWER_LEVELS[problem.name](problem, x)
 
 
@@ -179,8 +184,6 @@ def fused_loop(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``steps`` outer steps of ``algorithm`` (hyperparameters ``hp``, one point shared by
     all runs) from ``(x, y)``; returns the last ``(x, y)``."""
-    if algorithm not in FUSED:
-        raise ValueError(f"no fused loop for algorithm '{algorithm}' (fused: {', '.join(FUSED)})")
-    lower_level(problem, x)  # fails early on an instance without a fused loop
+    check(problem.name, problem.params, algorithm)
     with torch.no_grad():
         return FUSED[algorithm](problem, hp, x, y, steps)

@@ -14,7 +14,7 @@ from bibench.errors import UserError
 from bibench.registry import discover
 from bibench.runner import resolve_device
 
-PARTS = ("steps", "overhead", "default", "compile", "limit")
+PARTS = ("steps", "overhead", "default", "compile", "limit", "memory")
 DEFAULT_PARTS = ("steps", "overhead", "default")
 
 
@@ -56,6 +56,18 @@ def register(sub) -> None:
     p.add_argument(
         "--limit-steps", type=int, default=200, dest="limit_steps", help="steps of part limit"
     )
+    p.add_argument(
+        "--memory-workload",
+        default=bench.MEMORY_WORKLOAD,
+        dest="memory_workload",
+        help=f"workload of part memory (default {bench.MEMORY_WORKLOAD})",
+    )
+    p.add_argument(
+        "--memory-batches",
+        default="1,80,256",
+        dest="memory_batches",
+        help="batch sizes of part memory (the first should be 1)",
+    )
     p.add_argument("--repeat", type=int, default=5, help="repetitions; the best is kept")
     p.add_argument(
         "--config", default="configs/default.yml", help="config of the default benchmark (c)"
@@ -94,7 +106,7 @@ def _batch_list(flag: str, text: str) -> list[int]:
     return batches
 
 
-def _check(args: argparse.Namespace) -> tuple[list[str], list[int], list[int]]:
+def _check(args: argparse.Namespace) -> tuple[list[str], list[int], list[int], list[int]]:
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
     unknown = sorted(set(parts) - set(PARTS))
     if unknown:
@@ -110,7 +122,8 @@ def _check(args: argparse.Namespace) -> tuple[list[str], list[int], list[int]]:
     if args.threads < 0:
         raise UserError(f"bad value for --threads: {args.threads} (must be >= 0)")
     overhead = _batch_list("overhead-batches", args.overhead_batches)
-    return parts, overhead, _batch_list("limit-batches", args.limit_batches)
+    limit = _batch_list("limit-batches", args.limit_batches)
+    return parts, overhead, limit, _batch_list("memory-batches", args.memory_batches)
 
 
 def _print_table(title: str, df: pd.DataFrame, columns: list[str]) -> None:
@@ -119,15 +132,18 @@ def _print_table(title: str, df: pd.DataFrame, columns: list[str]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    parts, overhead_batches, limit_batches = _check(args)
+    parts, overhead_batches, limit_batches, memory_batches = _check(args)
     discover(args.plugin)
     device = resolve_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     workloads = _workloads(args.workloads)
     limit_workloads = _workloads(args.limit_workloads) if "limit" in parts else []
-    for w in workloads + limit_workloads:
+    memory_workloads = [args.memory_workload] if "memory" in parts else []
+    for w in workloads + limit_workloads + memory_workloads:
         bench.workload_specs(w, 1, 1)  # a bad name or value fails before anything is timed
+    for w in limit_workloads:
+        bench.check_limit_workload(w)
     report = bench.BenchReport(device=str(device))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -205,6 +221,18 @@ def run(args: argparse.Namespace) -> int:
             "(e) the limit: run / hand-fused loop (median of alternating repetitions)",
             df,
             ["workload", "batch", "run_seconds", "fused_seconds", "ratio", "status"],
+        )
+    if "memory" in parts:
+        report.memory = bench.peak_memory(
+            args.memory_workload, memory_batches, steps=3, plugins=args.plugin,
+            threads=args.threads,
+        )  # fmt: skip
+        df = pd.DataFrame(report.memory)
+        df.to_csv(out / "memory.csv", index=False)
+        _print_table(
+            f"(f) peak resident memory against batch size ({args.memory_workload}, 3 steps)",
+            df,
+            ["batch", "peak_mb", "peak_per_run_mb", "growth_per_run_mb", "status"],
         )
     (out / "bench.json").write_text(report.to_json())
     print(f"\nbibench: bench on {device} ({report.threads} threads); results in {out}/bench.json")
