@@ -23,7 +23,9 @@ and reported as the best of ``repeat`` repetitions (the least-disturbed one):
     called directly at the run's last iterate), and the shares of :math:`T_\text{run}`
     they take; the rest is the algorithm's own arithmetic and the harness.
 (c) **the default benchmark's wall time**: ``bibench run --config configs/default.yml``
-    into a temporary folder, in a fresh process, timed from outside.
+    into a temporary folder, in a fresh process, timed from outside; with the pool's
+    idle fraction from the workers' per-batch start and end times
+    (:func:`bibench.schedule.idle_fraction`).
 (d) **torch.compile** (opt-in part ``compile``): per derivative oracle of a workload's
     problem, the eager and the compiled (``torch.compile(dynamic=False)``, one graph
     per batch shape) time per call, the compile time, and the break-even number of
@@ -67,7 +69,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from bibench import fused
+from bibench import fused, schedule
 from bibench.algorithm import batch_hyper
 from bibench.config import Budget, RunConfig, RunSpec, expand, parse_name_list
 from bibench.errors import UserError
@@ -309,13 +311,18 @@ def default_benchmark(
         for plugin in plugins:
             cmd += ["--plugin", plugin]
         start = time.perf_counter()
-        env = dict(os.environ, OMP_NUM_THREADS=str(threads)) if threads else None
+        times = Path(out) / "batch_times.txt"
+        env = dict(os.environ, **{schedule.TIMES_ENV: str(times)})
+        if threads:
+            env["OMP_NUM_THREADS"] = str(threads)
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         seconds = time.perf_counter() - start
         if proc.returncode not in (0, 1):  # 1: some runs diverged or failed, still timed
             tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
             raise UserError(f"default benchmark failed (exit {proc.returncode}): {tail}")
         runs = pd.read_parquet(out).groupby("run_id")["status"].last()
+        pool = schedule.idle_fraction(times)
+        times.unlink(missing_ok=True)
     return {
         "config": str(config),
         "device": device,
@@ -323,6 +330,7 @@ def default_benchmark(
         "wall_seconds": seconds,
         "runs": len(runs),
         "statuses": {k: int(v) for k, v in runs.value_counts().items()},
+        **pool,
     }
 
 

@@ -46,6 +46,7 @@ from bibench.config import Budget, RunSpec
 from bibench.errors import UserError
 from bibench.registry import discover, get_algorithm, get_problem, source_hash
 from bibench.runner import execute_batch, resolve_device
+from bibench.schedule import timed
 
 __all__ = [
     "EXECUTORS",
@@ -144,7 +145,9 @@ def from_payload(payload: Payload) -> list[RunSpec]:
 def run_payload(payload: Payload, device: str | None, setup: WorkerSetup) -> list[pd.DataFrame]:
     """The worker's entry point: one batch, given as plain data."""
     _prepare(setup)
-    return execute_batch(from_payload(payload), resolve_device(device or _worker_device or "cpu"))
+    device = device or _worker_device or "cpu"
+    with timed():  # the pool's idle fraction (bibench.schedule), when asked for
+        return execute_batch(from_payload(payload), resolve_device(device))
 
 
 class Executor:

@@ -25,6 +25,7 @@ from bibench.config import RunSpec
 from bibench.errors import UserError
 from bibench.executors import get_executor
 from bibench.runner import batch_key, plan
+from bibench.schedule import order_batches
 
 __all__ = ["SweepSummary", "parse_shard", "run_sweep", "shard_specs"]
 
@@ -101,7 +102,7 @@ def run_sweep(
     finished = store.finished_run_ids(out)
     todo = [s for rid, s in unique.items() if rid not in finished]
     summary = SweepSummary(total=len(unique), skipped=len(unique) - len(todo))
-    batches = plan(todo, max_batch, *runner.memory_share())
+    batches = order_batches(plan(todo, max_batch, *runner.memory_share()))  # longest first
     bar = tqdm(total=len(todo), desc="runs", unit="run", disable=not progress or not todo,
                file=sys.stderr)  # fmt: skip
     last_consolidated = time.monotonic()

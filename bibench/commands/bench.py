@@ -187,7 +187,8 @@ def run(args: argparse.Namespace) -> int:
         d = report.default
         print(
             f"\n(c) default benchmark ({d['config']}): {d['wall_seconds']:.1f} s wall for "
-            f"{d['runs']} runs {d['statuses']}"
+            f"{d['runs']} runs {d['statuses']}; {d['workers']} workers idle "
+            f"{100 * d['idle_fraction']:.1f}% of {d['span_seconds']:.1f} s"
         )
     if "compile" in parts:
         for w in workloads:
