@@ -26,6 +26,7 @@ randomness from its own counter-based stream.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import platform
@@ -223,6 +224,18 @@ def _ground_truth(problem, algorithm, state) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", torch.float64) for k, v in out.items()}
 
 
+def _fields(params: Any) -> tuple[tuple[str, Any], ...]:
+    try:
+        return _hashable_fields(params)
+    except TypeError:  # a field holds an unhashable value
+        return tuple(dataclasses.asdict(params).items())
+
+
+@functools.lru_cache(maxsize=1024)  # the runs of a batch share their parameter objects
+def _hashable_fields(params: Any) -> tuple[tuple[str, Any], ...]:
+    return tuple(dataclasses.asdict(params).items())
+
+
 def _static_columns(spec: RunSpec, device: torch.device, batch_size: int) -> dict[str, Any]:
     cols: dict[str, Any] = {
         "run_id": spec.run_id,
@@ -237,8 +250,8 @@ def _static_columns(spec: RunSpec, device: torch.device, batch_size: int) -> dic
         "torch_version": torch.__version__,
         "hostname": platform.node(),
     }
-    cols.update({f"prob_{k}": v for k, v in dataclasses.asdict(spec.problem_params).items()})
-    cols.update({f"hp_{k}": v for k, v in dataclasses.asdict(spec.hyper).items()})
+    cols.update({f"prob_{k}": v for k, v in _fields(spec.problem_params)})
+    cols.update({f"hp_{k}": v for k, v in _fields(spec.hyper)})
     return cols
 
 
