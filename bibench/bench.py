@@ -294,7 +294,9 @@ def default_benchmark(
     config = Path(config)
     if not config.is_file():
         raise UserError(f"config file not found: {config}")
-    with tempfile.TemporaryDirectory(prefix="bibench-bench-") as out:
+    with tempfile.TemporaryDirectory(prefix="bibench-bench-") as tmp:
+        out = str(Path(tmp) / "results")
+        times = Path(tmp) / "batch_times.txt"  # the workers' per-batch times
         cmd = [
             sys.executable,
             "-m",
@@ -311,7 +313,6 @@ def default_benchmark(
         for plugin in plugins:
             cmd += ["--plugin", plugin]
         start = time.perf_counter()
-        times = Path(out) / "batch_times.txt"
         env = dict(os.environ, **{schedule.TIMES_ENV: str(times)})
         if threads:
             env["OMP_NUM_THREADS"] = str(threads)
@@ -322,7 +323,6 @@ def default_benchmark(
             raise UserError(f"default benchmark failed (exit {proc.returncode}): {tail}")
         runs = pd.read_parquet(out).groupby("run_id")["status"].last()
         pool = schedule.idle_fraction(times)
-        times.unlink(missing_ok=True)
     return {
         "config": str(config),
         "device": device,
