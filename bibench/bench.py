@@ -23,7 +23,9 @@ and reported as the best of ``repeat`` repetitions (the least-disturbed one):
     called directly at the run's last iterate), and the shares of :math:`T_\text{run}`
     they take; the rest is the algorithm's own arithmetic and the harness.
 (c) **the default benchmark's wall time**: ``bibench run --config configs/default.yml``
-    into a temporary folder, in a fresh process, timed from outside.
+    into a temporary folder, in a fresh process, timed from outside; with the pool's
+    idle fraction from the workers' per-batch start and end times
+    (:func:`bibench.schedule.idle_fraction`).
 (d) **torch.compile** (opt-in part ``compile``): per derivative oracle of a workload's
     problem, the eager and the compiled (``torch.compile(dynamic=False)``, one graph
     per batch shape) time per call, the compile time, and the break-even number of
@@ -31,7 +33,22 @@ and reported as the best of ``repeat`` repetitions (the least-disturbed one):
     makes about ``budget`` calls per batch in all, spread over several oracles, so
     compiling pays only where the break-even is well below that.
 
-Memory: on CUDA the allocator's peak for each batch (``torch.cuda.max_memory_allocated``);
+(e) **the limit** (part ``limit``): the run's wall time :math:`T_\text{run}` against a
+    hand-fused torch loop of the same algorithm on the same instance
+    (:mod:`bibench.fused`: plain torch, no oracle object, no counting, no checkpoints,
+    ``x``-only terms hoisted out of the inner loops; tests/test_fused.py checks that it
+    computes the same iterates to 1e-12). The two are timed alternately in this process,
+    ``repeat`` times, and the ratio is the median of the per-repetition ratios (robust to
+    a machine shared with other work).
+
+(f) **peak memory against batch size** (part ``memory``): for each batch size, a fresh
+    process runs ``execute_batch`` on a workload (by default SOBA on a finite-sum
+    quadratic with minibatches) and reports its peak resident memory
+    (``getrusage``'s ``ru_maxrss``), the peak per run, and the growth per run added to
+    a batch of one, :math:`(\text{peak}(R) - \text{peak}(1)) / (R - 1)`: what one more
+    run costs, which should be its iterates, not copies of the problem's data.
+
+Memory of (a): on CUDA the allocator's peak for each batch (``torch.cuda.max_memory_allocated``);
 on the CPU the estimate :func:`~bibench.runner.memory_per_run` times ``R``.
 """
 
@@ -39,6 +56,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import subprocess
 import sys
@@ -51,6 +69,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+from bibench import fused, schedule
 from bibench.algorithm import batch_hyper
 from bibench.config import Budget, RunConfig, RunSpec, expand, parse_name_list
 from bibench.errors import UserError
@@ -71,14 +90,26 @@ __all__ = [
     "DEFAULT_WORKLOADS",
     "BenchReport",
     "batch_sizes",
+    "check_limit_workload",
     "compile_gain",
     "default_benchmark",
     "harness_overhead",
+    "limit_ratio",
     "parse_workload",
+    "peak_memory",
     "step_times",
     "workload_specs",
 ]
 
+LIMIT_WORKLOADS = (
+    "quadratic:aid_cg",
+    "quadratic:soba",
+    "hat:aid_cg[lr_y=0.05,lr_x=0.05]",
+    "hat:soba[lr_y=0.5]",
+)
+"""The workloads of part ``limit`` (every one has a fused loop in :mod:`bibench.fused`)."""
+MEMORY_WORKLOAD = "quadratic[dim_x=100,dim_y=100,n_samples=1024,batch_size=128]:soba"
+"""Part ``memory``: 1,024 samples of 100 x 100 matrices per level, minibatches of 128."""
 DEFAULT_WORKLOADS = ("quadratic:aid_cg", "hat:aid_cg[lr_y=0.05,lr_x=0.05]")
 """aid_cg's defaults diverge on the quartic hat lower level from 2 of 1,024 seeds (200
 steps); these steps are stable."""
@@ -263,7 +294,9 @@ def default_benchmark(
     config = Path(config)
     if not config.is_file():
         raise UserError(f"config file not found: {config}")
-    with tempfile.TemporaryDirectory(prefix="bibench-bench-") as out:
+    with tempfile.TemporaryDirectory(prefix="bibench-bench-") as tmp:
+        out = str(Path(tmp) / "results")
+        times = Path(tmp) / "batch_times.txt"  # the workers' per-batch times
         cmd = [
             sys.executable,
             "-m",
@@ -281,13 +314,16 @@ def default_benchmark(
         for plugin in plugins:
             cmd += ["--plugin", plugin]
         start = time.perf_counter()
-        env = dict(os.environ, OMP_NUM_THREADS=str(threads)) if threads else None
+        env = dict(os.environ, **{schedule.TIMES_ENV: str(times)})
+        if threads:
+            env["OMP_NUM_THREADS"] = str(threads)
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         seconds = time.perf_counter() - start
         if proc.returncode not in (0, 1):  # 1: some runs failed, still timed
             tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
             raise UserError(f"default benchmark failed (exit {proc.returncode}): {tail}")
         runs = pd.read_parquet(out).groupby("run_id")["status"].last()
+        pool = schedule.idle_fraction(times)
     return {
         "config": str(config),
         "device": device,
@@ -295,7 +331,92 @@ def default_benchmark(
         "wall_seconds": seconds,
         "runs": len(runs),
         "statuses": {k: int(v) for k, v in runs.value_counts().items()},
+        **pool,
     }
+
+
+def check_limit_workload(workload: str) -> None:
+    """A UserError naming a workload of part ``limit`` that has no fused loop."""
+    spec = workload_specs(workload, 1, 1)[0]
+    try:
+        fused.check(spec.problem, spec.problem_params, spec.algorithm)
+    except ValueError as exc:
+        raise UserError(f"workload {workload}: {exc}") from None
+
+
+def limit_ratio(
+    workload: str, device: torch.device, *, batch: int, steps: int, repeat: int
+) -> dict[str, Any]:
+    """(e): the run's wall time over the hand-fused loop's (see the module docstring)."""
+    specs = workload_specs(workload, batch, steps)
+    first = specs[0]
+    problem = get_problem(first.problem)(first.problem_params, device)
+    seeds = torch.tensor([s.seed for s in specs], dtype=torch.int64, device=device)
+    init_rng = BatchedRNG(seeds, STREAM_INIT)
+    x0, y0 = problem.init_x(init_rng), problem.init_y(init_rng)
+
+    def hand_fused():
+        return fused.fused_loop(first.algorithm, problem, first.hyper, x0, y0, steps)
+
+    execute_batch(specs[:1], device)  # warm-up of both
+    hand_fused()
+    t_run, t_fused, frames = [], [], []
+    for _ in range(repeat):
+        seconds, frames = _best_time(lambda: execute_batch(specs, device), device, 1)
+        t_run.append(seconds)
+        t_fused.append(_best_time(hand_fused, device, 1)[0])
+    ratios = torch.tensor(t_run) / torch.tensor(t_fused)
+    return {
+        "workload": workload,
+        "device": str(device),
+        "batch": batch,
+        "steps": _steps_done(frames),
+        "run_seconds": float(torch.tensor(t_run).median()),
+        "fused_seconds": float(torch.tensor(t_fused).median()),
+        "ratio": float(ratios.median()),
+        "ratio_min": float(ratios.min()),
+        "ratio_max": float(ratios.max()),
+        "status": _statuses(frames),
+    }
+
+
+_PEAK_SCRIPT = """
+import json, resource, sys
+import torch
+from bibench.bench import workload_specs
+from bibench.registry import discover
+from bibench.runner import execute_batch
+workload, batch, steps, device = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+discover(sys.argv[5:])
+frames = execute_batch(workload_specs(workload, batch, steps), torch.device(device))
+status = ",".join(sorted({str(f["status"].iloc[-1]) for f in frames}))
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kilobytes on Linux
+print(json.dumps({"peak_bytes": peak, "status": status}))
+"""
+
+
+def peak_memory(
+    workload: str, batches: list[int], *, steps: int, plugins: list[str], threads: int = 0
+) -> list[dict[str, Any]]:
+    """(f): peak resident memory of ``execute_batch`` at each batch size, each in a fresh
+    CPU process (so that one size's high-water mark does not hide the next's)."""
+    rows = []
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads)) if threads else None
+    for batch in batches:
+        cmd = [sys.executable, "-c", _PEAK_SCRIPT, workload, str(batch), str(steps), "cpu"]
+        proc = subprocess.run([*cmd, *plugins], capture_output=True, text=True, env=env)
+        if proc.returncode != 0:
+            tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            raise UserError(f"memory probe of {workload} at batch {batch} failed: {tail}")
+        out = json.loads(proc.stdout.strip().splitlines()[-1])
+        rows.append({"workload": workload, "batch": batch, "steps": steps, **out})
+    base = rows[0]["peak_bytes"] if rows[0]["batch"] == 1 else math.nan
+    for row in rows:
+        row["peak_mb"] = row["peak_bytes"] / 2**20
+        row["peak_per_run_mb"] = row["peak_mb"] / row["batch"]
+        extra = row["batch"] - 1
+        row["growth_per_run_mb"] = (row["peak_bytes"] - base) / extra / 2**20 if extra else 0.0
+    return rows
 
 
 DERIVATIVE_ORACLES = ("grad_x_f", "grad_y_f", "grad_x_g", "grad_y_g", "hvp_yy_g", "cross_xy_g")
@@ -352,6 +473,8 @@ class BenchReport:
     overhead: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     default: dict[str, Any] | None = None
     compile: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    limit: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    memory: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2)

@@ -59,6 +59,7 @@ from bibench.config import Budget, RunSpec
 from bibench.errors import UserError
 from bibench.registry import discover, framework_hash, get_algorithm, get_problem, source_hash
 from bibench.runner import execute_batch, failed_frames, resolve_device
+from bibench.schedule import timed
 
 __all__ = [
     "EXECUTORS",
@@ -192,7 +193,9 @@ def run_payload(
     _prepare(setup)
     if _started is not None and ticket is not None:
         _started.put((ticket, os.getpid()))
-    return execute_batch(from_payload(payload), resolve_device(device or _worker_device or "cpu"))
+    device = device or _worker_device or "cpu"
+    with timed():  # the pool's idle fraction (bibench.schedule), when asked for
+        return execute_batch(from_payload(payload), resolve_device(device))
 
 
 class Executor:

@@ -8,6 +8,7 @@ by ``validate()``; every failure is a :class:`UserError` naming the owner and th
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import typing
 from typing import Any
@@ -37,6 +38,11 @@ class ParamsBase:
 
 def field_types(cls: type) -> dict[str, Any]:
     """Field name -> resolved type (``int``, ``float``, ``bool``, ``str`` or other)."""
+    return dict(_field_types(cls))
+
+
+@functools.cache  # resolving the hints evaluates every annotation: once per class
+def _field_types(cls: type) -> dict[str, Any]:
     hints = typing.get_type_hints(cls)
     return {f.name: hints.get(f.name, Any) for f in dataclasses.fields(cls)}
 
@@ -44,7 +50,12 @@ def field_types(cls: type) -> dict[str, Any]:
 def per_run_fields(cls: type) -> list[str]:
     """Fields typed ``float``: they may differ between runs of one batch and are given to
     the algorithm as tensors of shape ``(R, 1)``. Other fields are static per batch."""
-    return [n for n, t in field_types(cls).items() if t is float]
+    return list(_per_run_fields(cls))
+
+
+@functools.cache  # batch_key asks once per run
+def _per_run_fields(cls: type) -> tuple[str, ...]:
+    return tuple(n for n, t in _field_types(cls).items() if t is float)
 
 
 def _coerce(owner: str, name: str, typ: Any, value: Any) -> Any:

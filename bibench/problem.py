@@ -24,7 +24,7 @@ from torch.func import grad, jvp
 from bibench.params import ParamsBase
 from bibench.rng import BatchedRNG
 
-__all__ = ["Batch", "Problem", "ProblemParams", "mtv", "mv"]
+__all__ = ["Batch", "Problem", "ProblemParams", "batch_mean", "mtv", "mv"]
 
 Batch = torch.Tensor | None
 """Sample indices of shape ``(R, B)`` into a finite sum, or ``None`` for the full sum."""
@@ -202,6 +202,19 @@ class Problem:
     @classmethod
     def description(cls) -> str:
         return (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+
+
+def batch_mean(data: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
+    r"""Per-run minibatch means of per-sample data: ``data[batch].mean(1)``, shape
+    ``(R, *data.shape[1:])``, for ``data`` ``(n, ...)`` and ``batch`` ``(R, B)``.
+
+    :math:`\frac1B\sum_{j} \text{data}_{i_{rj}}` by one ``embedding_bag`` over the samples
+    flattened to rows, so that the ``(R, B, ...)`` gather ``data[batch]`` (``B`` copies of
+    the problem's data per run) is never formed: memory grows with ``R`` by the output
+    only. Equal to the gather's mean up to rounding (the sums run in another order)."""
+    flat = data.reshape(data.shape[0], -1)
+    out = torch.nn.functional.embedding_bag(batch, flat, mode="mean")
+    return out.reshape(batch.shape[0], *data.shape[1:])
 
 
 def mv(mat: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

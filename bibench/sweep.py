@@ -33,6 +33,7 @@ from bibench.errors import UserError
 from bibench.executors import SerialExecutor, get_executor
 from bibench.plan import write_plan
 from bibench.runner import batch_key, plan
+from bibench.schedule import order_batches
 
 __all__ = ["SweepSummary", "parse_shard", "run_sweep", "shard_specs"]
 
@@ -148,7 +149,7 @@ def run_sweep(
     todo = [s for rid, s in unique.items() if rid not in finished]
     summary = SweepSummary(total=len(unique), skipped=len(unique) - len(todo))
     store.mark_current(out, [rid for rid in unique if rid in finished])
-    batches = plan(todo, max_batch, *runner.memory_share())
+    batches = order_batches(plan(todo, max_batch, *runner.memory_share()))  # longest first
     write_plan(out, list(unique_all.values()))
     # the bar counts oracle calls (a run: its budget), so that it moves inside a batch
     bar = tqdm(total=_calls(todo), desc="oracle calls", unit="call", unit_scale=True,

@@ -31,7 +31,7 @@ import dataclasses
 import torch
 
 from bibench import Problem, ProblemParams, register_problem
-from bibench.problem import mtv, mv
+from bibench.problem import batch_mean, mtv, mv
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,17 +108,26 @@ class Quadratic(Problem):
         self.A, self.B, self.C, self.D = t(a), t(b), t(c), t(d)
         self.a, self.c, self.P, self.p = t(la), t(lc), t(pmat), t(lin_p)
         self.J, self.y0, self.M, self.m, self.k = t(jac), t(y0), t(mmat), t(mvec), float(k)
+        self._last: dict[str, tuple[torch.Tensor, tuple[torch.Tensor, ...]]] = {}
 
-    # per-sample means over a minibatch (R, B), or the full means
-    def _g_terms(self, batch):
+    # Per-run means over a minibatch (R, B), or the full means. An algorithm that reuses
+    # one minibatch for several calls (SOBA: gradient, HVP and cross product) gets the
+    # means computed once: the last minibatch of each level is kept with its means.
+    def _terms(self, level: str, batch, data: tuple[torch.Tensor, ...], full):
         if batch is None:
-            return self.A, self.B, self.a
-        return self.A_i[batch].mean(1), self.B_i[batch].mean(1), self.a_i[batch].mean(1)
+            return full
+        last = self._last.get(level)
+        if last is not None and last[0] is batch:
+            return last[1]
+        terms = tuple(batch_mean(t, batch) for t in data)
+        self._last[level] = (batch, terms)
+        return terms
+
+    def _g_terms(self, batch):
+        return self._terms("g", batch, (self.A_i, self.B_i, self.a_i), (self.A, self.B, self.a))
 
     def _f_terms(self, batch):
-        if batch is None:
-            return self.C, self.D, self.c
-        return self.C_i[batch].mean(1), self.D_i[batch].mean(1), self.c_i[batch].mean(1)
+        return self._terms("f", batch, (self.C_i, self.D_i, self.c_i), (self.C, self.D, self.c))
 
     def f(self, x, y, batch=None):
         c, d, lc = self._f_terms(batch)

@@ -14,7 +14,7 @@ from bibench.errors import UserError
 from bibench.registry import discover
 from bibench.runner import resolve_device
 
-PARTS = ("steps", "overhead", "default", "compile")
+PARTS = ("steps", "overhead", "default", "compile", "limit", "memory")
 DEFAULT_PARTS = ("steps", "overhead", "default")
 
 
@@ -40,6 +40,33 @@ def register(sub) -> None:
         default="1,256",
         dest="overhead_batches",
         help="batch sizes at which (b) is measured",
+    )
+    p.add_argument(
+        "--limit-workloads",
+        default=",".join(bench.LIMIT_WORKLOADS),
+        dest="limit_workloads",
+        help="workloads of part limit (each needs a loop in bibench.fused)",
+    )
+    p.add_argument(
+        "--limit-batches",
+        default="1,256,4096",
+        dest="limit_batches",
+        help="batch sizes of part limit",
+    )
+    p.add_argument(
+        "--limit-steps", type=int, default=200, dest="limit_steps", help="steps of part limit"
+    )
+    p.add_argument(
+        "--memory-workload",
+        default=bench.MEMORY_WORKLOAD,
+        dest="memory_workload",
+        help=f"workload of part memory (default {bench.MEMORY_WORKLOAD})",
+    )
+    p.add_argument(
+        "--memory-batches",
+        default="1,80,256",
+        dest="memory_batches",
+        help="batch sizes of part memory (the first should be 1)",
     )
     p.add_argument("--repeat", type=int, default=5, help="repetitions; the best is kept")
     p.add_argument(
@@ -69,7 +96,17 @@ def _workloads(text: str) -> list[str]:
     return [w for w in items if w]
 
 
-def _check(args: argparse.Namespace) -> tuple[list[str], list[int]]:
+def _batch_list(flag: str, text: str) -> list[int]:
+    try:
+        batches = [int(b) for b in text.split(",") if b.strip()]
+    except ValueError:
+        raise UserError(f"bad value for --{flag}: {text!r}") from None
+    if not batches or min(batches) < 1:
+        raise UserError(f"bad value for --{flag}: {text!r}")
+    return batches
+
+
+def _check(args: argparse.Namespace) -> tuple[list[str], list[int], list[int], list[int]]:
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
     unknown = sorted(set(parts) - set(PARTS))
     if unknown:
@@ -78,18 +115,15 @@ def _check(args: argparse.Namespace) -> tuple[list[str], list[int]]:
         ("steps", args.steps),
         ("max-batch", args.max_batch),
         ("repeat", args.repeat),
+        ("limit-steps", args.limit_steps),
     ):
         if value < 1:
             raise UserError(f"bad value for --{name}: {value} (must be >= 1)")
     if args.threads < 0:
         raise UserError(f"bad value for --threads: {args.threads} (must be >= 0)")
-    try:
-        batches = [int(b) for b in args.overhead_batches.split(",") if b.strip()]
-    except ValueError:
-        raise UserError(f"bad value for --overhead-batches: {args.overhead_batches!r}") from None
-    if not batches or min(batches) < 1:
-        raise UserError(f"bad value for --overhead-batches: {args.overhead_batches!r}")
-    return parts, batches
+    overhead = _batch_list("overhead-batches", args.overhead_batches)
+    limit = _batch_list("limit-batches", args.limit_batches)
+    return parts, overhead, limit, _batch_list("memory-batches", args.memory_batches)
 
 
 def _print_table(title: str, df: pd.DataFrame, columns: list[str]) -> None:
@@ -98,14 +132,18 @@ def _print_table(title: str, df: pd.DataFrame, columns: list[str]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    parts, overhead_batches = _check(args)
+    parts, overhead_batches, limit_batches, memory_batches = _check(args)
     discover(args.plugin)
     device = resolve_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     workloads = _workloads(args.workloads)
-    for w in workloads:
+    limit_workloads = _workloads(args.limit_workloads) if "limit" in parts else []
+    memory_workloads = [args.memory_workload] if "memory" in parts else []
+    for w in workloads + limit_workloads + memory_workloads:
         bench.workload_specs(w, 1, 1)  # a bad name or value fails before anything is timed
+    for w in limit_workloads:
+        bench.check_limit_workload(w)
     report = bench.BenchReport(device=str(device))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -149,7 +187,8 @@ def run(args: argparse.Namespace) -> int:
         d = report.default
         print(
             f"\n(c) default benchmark ({d['config']}): {d['wall_seconds']:.1f} s wall for "
-            f"{d['runs']} runs {d['statuses']}"
+            f"{d['runs']} runs {d['statuses']}; {d['workers']} workers idle "
+            f"{100 * d['idle_fraction']:.1f}% of {d['span_seconds']:.1f} s"
         )
     if "compile" in parts:
         for w in workloads:
@@ -169,6 +208,32 @@ def run(args: argparse.Namespace) -> int:
                 "compile_seconds",
                 "break_even_calls",
             ],
+        )
+    if "limit" in parts:
+        for w in limit_workloads:
+            for b in limit_batches:
+                report.limit.append(
+                    bench.limit_ratio(w, device, batch=b, steps=args.limit_steps,
+                                      repeat=args.repeat)
+                )  # fmt: skip
+        df = pd.DataFrame(report.limit)
+        df.to_csv(out / "limit.csv", index=False)
+        _print_table(
+            "(e) the limit: run / hand-fused loop (median of alternating repetitions)",
+            df,
+            ["workload", "batch", "run_seconds", "fused_seconds", "ratio", "status"],
+        )
+    if "memory" in parts:
+        report.memory = bench.peak_memory(
+            args.memory_workload, memory_batches, steps=3, plugins=args.plugin,
+            threads=args.threads,
+        )  # fmt: skip
+        df = pd.DataFrame(report.memory)
+        df.to_csv(out / "memory.csv", index=False)
+        _print_table(
+            f"(f) peak resident memory against batch size ({args.memory_workload}, 3 steps)",
+            df,
+            ["batch", "peak_mb", "peak_per_run_mb", "growth_per_run_mb", "status"],
         )
     (out / "bench.json").write_text(report.to_json())
     print(f"\nbibench: bench on {device} ({report.threads} threads); results in {out}/bench.json")

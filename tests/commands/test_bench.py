@@ -116,3 +116,46 @@ def test_bad_input_is_one_line(args, message, capsys, tmp_path, monkeypatch):
     code = main(["bench", *args, "--out", str(tmp_path)])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and message in err[0]
+
+
+@pytest.fixture(scope="module")
+def limit_memory_out(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench_limit")
+    code = main(
+        [
+            "bench", "--device", "cpu", "--parts", "limit,memory", "--repeat", "1",
+            "--limit-workloads", "quadratic[dim_y=4]:aid_cg[n_inner=2,n_cg=2],hat:soba",
+            "--limit-batches", "1,3", "--limit-steps", str(STEPS),
+            "--memory-workload", "quadratic[dim_y=4,n_samples=16,batch_size=4]:soba",
+            "--memory-batches", "1,3", "--out", str(out),
+        ]
+    )  # fmt: skip
+    assert code == 0
+    return json.loads((out / "bench.json").read_text())
+
+
+def test_limit_ratio_is_the_run_over_the_fused_loop(limit_memory_out):
+    rows = limit_memory_out["limit"]
+    assert [(r["workload"].split(":")[1][:6], r["batch"]) for r in rows] == [
+        ("aid_cg", 1), ("aid_cg", 3), ("soba", 1), ("soba", 3)
+    ]  # fmt: skip
+    for r in rows:  # one repetition: the median ratio is that repetition's
+        assert r["ratio"] == pytest.approx(r["run_seconds"] / r["fused_seconds"])
+        assert r["ratio_min"] == r["ratio"] == r["ratio_max"]
+        assert r["steps"] == STEPS and r["status"] == "done"
+
+
+def test_memory_rows_are_peaks_per_run_and_growth_over_batch_one(limit_memory_out):
+    one, three = limit_memory_out["memory"]
+    assert (one["batch"], three["batch"]) == (1, 3)
+    assert one["peak_bytes"] > 2**20  # a python process with torch: megabytes at least
+    assert three["peak_per_run_mb"] == pytest.approx(three["peak_bytes"] / 2**20 / 3)
+    growth = (three["peak_bytes"] - one["peak_bytes"]) / 2 / 2**20
+    assert three["growth_per_run_mb"] == pytest.approx(growth) and one["growth_per_run_mb"] == 0
+
+
+def test_limit_refuses_a_workload_without_a_fused_loop(capsys, tmp_path):
+    code = main(["bench", "--parts", "limit", "--limit-workloads", "quadratic:itd",
+                 "--device", "cpu", "--out", str(tmp_path)])  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "no fused loop for algorithm 'itd'" in err[0]
