@@ -1,7 +1,7 @@
 r"""Figures: data in, matplotlib figure out, saved as PNG and PDF.
 
 Uses matplotlib's object API on the Agg canvas (no ``pyplot``, so no global state and no
-display). Conventions (research/ecosystem.md §5): one panel per problem setting, the median
+display). Conventions: one panel per problem setting, the median
 over seeds as a line with its 20–80 % band, log axes where data span decades, and one
 legend outside the panels so that it never hides data.
 """
