@@ -262,3 +262,17 @@ def test_the_benchmark_reports_only_the_evaluation_seeds(tuned_file, tmp_path):
     assert len(first) == 3 and first.nunique() == 1 and first.iloc[0] >= k
     assert det["median"] == det["lo"] == det["hi"] == first.iloc[0]
     assert det["success"] == 1.0 and det["rank"] == 1
+
+
+def test_a_missing_tuned_file_is_one_line(tmp_path, capsys):
+    cfg = tmp_path / "default.yml"
+    cfg.write_text(f"tuned: {tmp_path / 'nope.yml'}\n")
+    assert main(["run", "--config", str(cfg), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"bibench: error: tuned file not found: {tmp_path / 'nope.yml'} "
+                   "(bibench tune --write makes it)"]  # fmt: skip
+
+
+def test_write_needs_a_tuning_file(capsys):
+    assert main(["tune", "--write", "x.yml", "--quiet"]) == 2
+    assert "--write needs --config TUNING.yml" in capsys.readouterr().err
