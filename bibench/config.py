@@ -27,6 +27,10 @@ gives each problem family the step sizes that are stable on it::
         algorithms: {aid_cg: {lr_y: 0.5}}
         budget: 2000
 
+``tuned: FILE`` appends the blocks of a tuned file written by ``bibench tune --config
+TUNING.yml --write FILE`` (each at the file's evaluation seeds): the default benchmark
+reads its hyperparameters this way.
+
 On the command line the same names are ``--problems quadratic[dim_y=20],p1``,
 ``--algorithms aid_cg[lr_x=0.5],stocbio``, ``--seeds``, ``--budget`` and so on.
 """
@@ -54,7 +58,7 @@ __all__ = ["Budget", "RunConfig", "RunSpec", "expand", "load_yaml", "parse_name_
 CONFIG_KEYS = {
     "problems", "algorithms", "seeds", "budget", "max_time", "max_steps",
     "checkpoint_ratio", "out", "device", "plugin", "batch_size", "executor", "workers",
-    "shard", "devices", "grid", "scheduler", "slurm", "threads", "experiments",
+    "shard", "devices", "grid", "scheduler", "slurm", "threads", "experiments", "tuned",
 }  # fmt: skip
 # keys a block of ``experiments:`` may set for itself
 BLOCK_KEYS = {"problems", "algorithms", "seeds", "budget", "max_time", "max_steps",
@@ -316,7 +320,24 @@ def from_mapping(data: dict[str, Any], base: RunConfig | None = None) -> RunConf
             cfg.extra[key] = data[key]
     if "experiments" in data:
         cfg.blocks = [_block(i, b, cfg) for i, b in enumerate(_block_list(data["experiments"]))]
+    if "tuned" in data:
+        cfg.blocks += _tuned_blocks(data["tuned"], cfg)
     return cfg
+
+
+def _tuned_blocks(path: Any, parent: RunConfig) -> list[RunConfig]:
+    """The ``experiments:`` of a tuned file (``bibench tune --write``), each run on the
+    file's ``seeds`` (the evaluation seeds, disjoint from the tuning seeds)."""
+    path = Path(str(path))
+    if not path.is_file():
+        raise UserError(f"tuned file not found: {path} (bibench tune --write makes it)")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict) or "experiments" not in data:
+        raise UserError(f"malformed tuned file {path}: no 'experiments:'")
+    blocks = _block_list(data["experiments"])
+    if "seeds" in data:
+        blocks = [{"seeds": data["seeds"], **b} for b in blocks]
+    return [_block(i, b, parent) for i, b in enumerate(blocks)]
 
 
 def _block_list(value: Any) -> list[dict[str, Any]]:

@@ -1,7 +1,7 @@
 r"""Figures: data in, matplotlib figure out, saved as PNG and PDF.
 
 Uses matplotlib's object API on the Agg canvas (no ``pyplot``, so no global state and no
-display). Conventions (research/ecosystem.md §5): one panel per problem setting, the median
+display). Conventions: one panel per problem setting, the median
 over seeds as a line with its 20–80 % band, log axes where data span decades, and one
 legend outside the panels so that it never hides data.
 """
@@ -19,17 +19,20 @@ from matplotlib.figure import Figure
 from bibench.analysis.fits import SlopeFit
 from bibench.analysis.hitting import band, quantiles
 from bibench.analysis.profiles import ecdf
+from bibench.analysis.style import COLUMN_WIDTH, paper_rc, style
 
 __all__ = [
     "cap_top",
     "colors",
     "complexity_figure",
     "convergence_figure",
+    "curve_figure",
     "draw_band",
     "ecdf_figure",
     "legend_outside",
     "panels",
     "profile_figure",
+    "regime_profile_figure",
     "save",
     "set_log_if_wide",
 ]
@@ -99,12 +102,13 @@ def cap_top(ax: Axes, start: float, factor: float = 1e3) -> None:
         ax.set_ylim(top=factor * start)
 
 
-def draw_band(ax: Axes, grid: np.ndarray, values: np.ndarray, color, label: str) -> float:
+def draw_band(ax: Axes, grid: np.ndarray, values: np.ndarray, color, label: str, **line) -> float:
     """Median line and 20–80 % band of ``values (runs, grid)``; returns the first finite
-    median (the starting level)."""
+    median (the starting level). ``line``: extra ``plot`` keywords (line style, marker)."""
     lo, med, hi = band(values)
     finite = np.isfinite(med)
-    ax.plot(grid[finite], med[finite], color=color, label=label, lw=1.6)
+    line.setdefault("lw", 1.6)
+    ax.plot(grid[finite], med[finite], color=color, label=label, **line)
     both = np.isfinite(lo) & np.isfinite(hi)
     ax.fill_between(
         grid, np.where(both, lo, np.nan), np.where(both, hi, np.nan), color=color, alpha=0.2, lw=0
@@ -129,6 +133,76 @@ def convergence_figure(curves: Curves, ylabel: str, xlabel: str, title: str = ""
     if title:
         fig.suptitle(title)
     legend_outside(fig, axes, "median, 20–80% band")
+    return fig
+
+
+def curve_figure(
+    grid: np.ndarray,
+    per_alg: Mapping[str, np.ndarray],
+    ylabel: str,
+    xlabel: str,
+    title: str = "",
+) -> Figure:
+    """One family in one regime at a single column's width: each algorithm's median over
+    its repetitions (seeds × data splits) with the 20–80 % band, in the algorithm's fixed
+    style (:mod:`bibench.analysis.style`); markers every few grid points."""
+    with _rc():
+        fig = Figure(figsize=(COLUMN_WIDTH, 3.0), layout="constrained")
+        ax = fig.subplots()
+        starts = []
+        for alg, values in per_alg.items():
+            st = style(alg)
+            starts.append(
+                draw_band(ax, grid, values, st.color, alg, linestyle=st.linestyle,
+                          marker=st.marker, markevery=max(1, len(grid) // 8), lw=1.1)
+            )  # fmt: skip
+        ax.set_xscale("log")
+        set_log_if_wide(ax, np.concatenate([v.ravel() for v in per_alg.values()]))
+        cap_top(ax, np.nanmax(starts) if np.isfinite(starts).any() else np.nan)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(True, which="major", alpha=0.3)
+        if title:
+            ax.set_title(title)
+        _legend_below(fig, ax)
+    return fig
+
+
+def _rc():
+    from matplotlib import rc_context
+
+    return rc_context(paper_rc())
+
+
+def _legend_below(fig: Figure, ax: Axes) -> None:
+    handles, labels = ax.get_legend_handles_labels()
+    keep = [(h, lab) for h, lab in zip(handles, labels) if not lab.startswith("_")]
+    if keep:
+        fig.legend(*zip(*keep), loc="outside lower center", ncol=3, frameon=False,
+                   handlelength=2.6, columnspacing=1.0)  # fmt: skip
+
+
+def regime_profile_figure(rho, scores: Mapping[str, float], tau_max: float, title: str) -> Figure:
+    r"""The leaderboard's figure for one regime, at a single column's width: the
+    Dolan–Moré profile :math:`\rho_s(\tau)` of each algorithm in its fixed style, its score
+    in the legend."""
+    with _rc():
+        fig = Figure(figsize=(COLUMN_WIDTH, 3.4), layout="constrained")
+        ax = fig.subplots()
+        order = sorted(rho.columns, key=lambda a: -scores.get(a, 0.0))
+        for alg in order:
+            st = style(alg)
+            ax.step(rho.index, rho[alg], where="post", color=st.color, linestyle=st.linestyle,
+                    marker=st.marker, markevery=max(1, len(rho) // 10),
+                    label=f"{alg} ({scores.get(alg, float('nan')):.2f})")  # fmt: skip
+        ax.axvline(tau_max, color="0.5", ls=":", lw=0.8)
+        ax.set_xscale("log")
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xlabel(r"ratio to the best aRT, $\tau$")
+        ax.set_ylabel(r"fraction of (family, target) $\rho(\tau)$")
+        ax.grid(True, alpha=0.3)
+        ax.set_title(title)
+        _legend_below(fig, ax)
     return fig
 
 

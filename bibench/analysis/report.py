@@ -8,6 +8,10 @@ themselves. Two target sets are used: ``table_eps`` (a few values, for the
 from :math:`10^{-1/\text{per\_decade}}` down to ``eps_min`` (for the complexity figure, the
 slope fits, the ECDF and the profiles). The slope is fitted only on the declared
 ``fit_range``, which the figure shades and the exponent table states.
+
+The report opens with the leaderboard (:mod:`bibench.analysis.leaderboard`): one table per
+regime at the relative target ``leader_eps`` and, under it, the regime's performance
+profile. Curves come one figure per family and regime, data splits pooled with seeds.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bibench.analysis import plots
+from bibench.analysis import leaderboard, plots
 from bibench.analysis.fits import fit_exponent
 from bibench.analysis.hitting import curves, hitting_times, targets
 from bibench.analysis.profiles import art_table, instance_costs, performance_profile, profile_score
@@ -30,6 +34,7 @@ from bibench.analysis.runs import (
     X_LABELS,
     prepare,
     run_summary,
+    slug,
 )
 from bibench.analysis.tables import fmt, quantile_frame, wide, write_table
 from bibench.analysis.theory import theoretical_exponent
@@ -54,6 +59,8 @@ class ReportOptions:
     n_boot: int = 1000
     n_grid: int = 80
     tau_max: float = 4.0
+    leader_eps: float = 1e-2
+    curve_x: tuple[str, ...] = ("oracle_calls",)
 
     def eps_grid(self) -> np.ndarray:
         n = round(-math.log10(self.eps_min) * self.per_decade)
@@ -142,18 +149,24 @@ def write_report(
     def add(paths: list[Path], what: str) -> None:
         written.extend((p, what) for p in paths)
 
-    # convergence curves
+    # the leaderboard: one table per regime, its claims, a profile per regime
+    lead = _leaderboard(df, out, opts, add)
+
+    # convergence curves: one figure per family and regime, splits pooled with seeds
+    panel = df["problem"] + " · " + leaderboard.regime_of(df)
+    pooled = df.assign(problem_setting=panel, algorithm_setting=df["algorithm"])
     for metric in CURVE_METRICS:
         if metric not in df.columns or not np.isfinite(df[metric]).any():
             notes.append(f"no curves of {metric}: no problem in these results defines it")
             continue
-        for x in CURVE_X:
-            data = curves(df, metric, x, n_grid=opts.n_grid)
-            fig = plots.convergence_figure(data, METRIC_LABELS[metric], X_LABELS[x])
-            add(
-                plots.save(fig, out / f"curves_{metric}_vs_{x}"),
-                f"convergence: {metric} against {x}, median and 20-80% band over seeds",
-            )
+        for x in opts.curve_x:
+            data = curves(pooled, metric, x, n_grid=opts.n_grid)
+            for name, (grid, per_alg) in data.items():
+                fig = plots.curve_figure(grid, per_alg, METRIC_LABELS[metric], X_LABELS[x], name)
+                add(
+                    plots.save(fig, out / "curves" / f"{metric}_vs_{x}_{slug(name)}"),
+                    f"{name}: {metric} against {x}, median and 20–80% band over seeds × splits",
+                )
 
     # N(eps) at the table targets, final metric
     m = opts.metric
@@ -266,14 +279,45 @@ def write_report(
         "table: integrated performance-profile score",
     )
 
-    _index(out, written, notes, opts)
+    _index(out, written, notes, opts, lead)
     return written
 
 
-def _index(out: Path, written: list[tuple[Path, str]], notes: list[str], opts) -> None:
-    """``report.md``: the options, the notes, every table inline and every figure linked."""
+def _leaderboard(df: pd.DataFrame, out: Path, opts: ReportOptions, add) -> str:
+    """Write the leaderboard tables, claims and profile figures; return its Markdown."""
+    n = max(1, round(-math.log10(opts.leader_eps) * opts.per_decade))
+    eps = 10.0 ** (-np.arange(1, n + 1) / opts.per_decade)
+    eps[-1] = opts.leader_eps  # the table's target exactly
+    hits = leaderboard.leaderboard_hits(df, eps, opts.metric)
+    summary = leaderboard.summarize(hits, n_boot=max(opts.n_boot, 1))
+    scores = leaderboard.scores(hits, opts.tau_max)
+    summary.to_csv(out / "leaderboard.csv", index=False)
+    leaderboard.claims(summary).to_csv(out / "claims.csv", index=False)
+    text = leaderboard.markdown(summary, scores, opts.leader_eps)
+    (out / "leaderboard.md").write_text(text)
+    add([out / "leaderboard.csv", out / "claims.csv"], "leaderboard cells and every claim")
+    taus = np.unique(np.concatenate([np.logspace(0, 2, 400), [opts.tau_max]]))
+    figures = []
+    for regime, rho in leaderboard.profiles(hits, taus).items():
+        fig = plots.regime_profile_figure(
+            rho, scores[regime].to_dict(), opts.tau_max, f"{regime}: performance profile"
+        )
+        paths = plots.save(fig, out / f"leaderboard_profile_{regime}")
+        add(paths, f"performance profile, {regime} regime")
+        figures.append(f"![performance profile, {regime}]({paths[0].name})")
+    return text + "\n" + "\n\n".join(figures) + "\n"
+
+
+def _index(out: Path, written: list[tuple[Path, str]], notes: list[str], opts, lead: str) -> None:
+    """``report.md``: the leaderboard, then the options, the notes, every table inline and
+    every figure linked."""
     lines = [
         "# bibench report",
+        "",
+        "## Leaderboard",
+        "",
+        lead,
+        "## Details",
         "",
         f"- metric: {opts.metric}",
         "- targets: "
@@ -289,8 +333,9 @@ def _index(out: Path, written: list[tuple[Path, str]], notes: list[str], opts) -
     lines += [f"- note: {n}" for n in notes]
     for path, what in written:
         if path.suffix == ".md":
-            lines += ["", f"## {what}", "", path.read_text()]
-        elif path.suffix == ".png":
-            lines += ["", f"## {what}", "", f"![{what}]({path.name})"]
+            lines += ["", f"### {what}", "", path.read_text()]
+        elif path.suffix == ".png" and not path.name.startswith("leaderboard"):
+            rel = path.relative_to(out)
+            lines += ["", f"### {what}", "", f"![{what}]({rel.as_posix()})"]
     (out / "report.md").write_text("\n".join(lines) + "\n")
     written.append((out / "report.md", "index of every table and figure"))

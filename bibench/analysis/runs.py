@@ -15,6 +15,7 @@ their final metric is :math:`+\infty`.
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -29,6 +30,7 @@ __all__ = [
     "initial_values",
     "prepare",
     "run_summary",
+    "slug",
     "split_label",
 ]
 
@@ -108,3 +110,8 @@ def initial_values(df: pd.DataFrame, metric: str = "hypergrad_norm") -> pd.Serie
     point depends only on the problem and the seed)."""
     first = df[df["step"] == 0]
     return first.groupby("problem_setting")[metric].median()
+
+
+def slug(text: str) -> str:
+    """A file-name-safe form of a setting name (``hat · stochastic`` -> ``hat_stochastic``)."""
+    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", text).strip("_")

@@ -74,7 +74,7 @@ def config_from_args(args: argparse.Namespace) -> config.RunConfig:
     }
     given = {k: v for k, v in flags.items() if v is not None}
     # with blocks, --problems/--algorithms select among the blocks' runs by name
-    blocked = bool(data.get("experiments"))
+    blocked = bool(data.get("experiments") or data.get("tuned"))
     selected = {k: given.pop(k) for k in ("problems", "algorithms") if blocked and k in given}
     data.update(given)
     cfg = config.from_mapping(data)

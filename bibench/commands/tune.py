@@ -1,39 +1,20 @@
-r"""``bibench tune``: fair hyperparameter tuning in the AlgoPerf style.
+r"""``bibench tune``: fair hyperparameter tuning in the AlgoPerf style (the protocol and
+its code: :mod:`bibench.tuning`).
 
-Protocol (research/ecosystem.md §2.3):
+Two forms:
 
-1. **Search space.** Each algorithm declares it through its class ``grid`` (a dict of
-   lists). ``--algorithms name[k=v]`` fixes ``k`` (it is then not searched).
-2. **Equal budget.** Every algorithm gets the same number of points ``--points P`` and the
-   same oracle budget per run ``--budget``. Grid search takes the whole grid product when it
-   has at most ``P`` points, else ``P`` of them drawn without replacement; random search
-   draws ``P`` points inside the grid's range: for each key, log-uniform between the
-   smallest and largest listed value when they are positive and span at least a decade,
-   uniform otherwise (rounded for integers), and a uniform choice for bools and strings.
-3. **Selection on tuning seeds.** Every point runs on the tuning seeds
-   ``S_tune = 0..K-1`` (points and seeds share lockstep batches). Per problem setting and
-   algorithm the point with the smallest criterion wins: the median over ``S_tune`` of the
-   final metric (``final``, diverged = ∞), or of :math:`N(\varepsilon)` at ``--target``
-   (``n_eps``, censored = ∞; ties broken by the final metric), then by the order of points.
-4. **Evaluation on fresh seeds.** The winners are written as YAML that ``bibench run
-   --config`` accepts, one file per problem setting, with the evaluation seeds
-   ``S_eval = K..K+M-1`` (disjoint from ``S_tune``), and run from those files. Only
-   ``S_eval`` numbers are reported as results; the report says so, and gives the tuning
-   cost (oracle calls and time spent on ``S_tune``).
-
-The problem instance (its ``seed`` parameter) is the same for tuning and evaluation; only
-the run seeds (initial points, sampling, algorithm randomness) differ.
+* ``bibench tune --problems P --algorithms A [--budget ...]``: tune, then evaluate the
+  winners on fresh seeds, and write best-parameter YAML per problem setting and a report;
+* ``bibench tune --config configs/tuning.yml --write configs/tuned.yml``: tune every
+  (family, regime) of a tuning file and write the tuned file that ``configs/default.yml``
+  reads (its ``tuned:`` key); the default benchmark's run is then the evaluation.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import itertools
-import math
-import re
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -41,19 +22,17 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from bibench import config, store
-from bibench.analysis.hitting import first_hit
-from bibench.analysis.runs import SETTING, prepare, run_summary
+from bibench import config, store, tuning
+from bibench.analysis.runs import SETTING, prepare
 from bibench.analysis.tables import cell, fmt, quantile_frame, to_markdown
+from bibench.commands.run import executor_options
 from bibench.errors import UserError
-from bibench.params import build_params
-from bibench.registry import discover, get_algorithm
 from bibench.runner import resolve_device
 from bibench.sweep import run_sweep
 
-__all__ = ["grid_points", "random_points", "register", "search_points"]
+__all__ = ["register"]
 
-CRITERIA = ("final", "n_eps")
+CRITERIA = tuning.CRITERIA
 
 
 def register(sub) -> None:
@@ -95,50 +74,30 @@ def register(sub) -> None:
     p.add_argument("--out", help="output folder (default results/tune)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto")
     p.add_argument("--plugin", action="append", metavar="FILE.py", help="extra plugin file")
+    p.add_argument(
+        "--write",
+        metavar="TUNED.yml",
+        help="with --config TUNING.yml (families x regimes): write the tuned file that "
+        "configs/default.yml reads (the file's tuning: options replace the flags above)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
-# -- search space -------------------------------------------------------------------------
-def _draw(values: list[Any], rng: np.random.Generator) -> Any:
-    """One value inside the range of a grid list (see the module docstring)."""
-    if len(values) == 1 or any(isinstance(v, (bool, str)) for v in values):
-        return values[int(rng.integers(len(values)))]
-    lo, hi = min(values), max(values)
-    integer = all(isinstance(v, int) for v in values)
-    if lo > 0 and hi / lo >= 10:
-        v = math.exp(rng.uniform(math.log(lo), math.log(hi)))
-    else:
-        v = rng.uniform(lo, hi)
-    return round(v) if integer else float(v)
-
-
-def grid_points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
-    """The product of the grid's lists (one empty point for an empty grid)."""
-    keys = list(grid)
-    return [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))]
-
-
-def random_points(grid: dict[str, list[Any]], n: int, seed: int) -> list[dict[str, Any]]:
-    """``n`` points drawn inside the grid's range."""
-    rng = np.random.default_rng(seed)
-    return [{k: _draw(list(v), rng) for k, v in grid.items()} for _ in range(n)]
-
-
-def search_points(
-    grid: dict[str, list[Any]], n: int, *, random: bool, seed: int
-) -> list[dict[str, Any]]:
-    """Grid search (the product, or ``n`` of its points when larger) or random search."""
-    if random and grid:
-        return random_points(grid, n, seed)
-    points = grid_points(grid)
-    if len(points) > n:
-        keep = np.random.default_rng(seed).choice(len(points), size=n, replace=False)
-        points = [points[i] for i in sorted(keep)]
-    return points
-
-
 # -- the command --------------------------------------------------------------------------
+def _options(args: argparse.Namespace) -> tuning.TuneOptions:
+    return tuning.TuneOptions(
+        tuning_seeds=args.tuning_seeds,
+        eval_seeds=args.eval_seeds,
+        points=args.points,
+        random=args.random,
+        search_seed=args.search_seed,
+        criterion=args.criterion,
+        metric=args.metric,
+        target=args.target,
+    )
+
+
 def _request(args: argparse.Namespace) -> config.RunConfig:
     data = config.load_yaml(args.config) if args.config else {}
     flags = {
@@ -157,116 +116,56 @@ def _request(args: argparse.Namespace) -> config.RunConfig:
             f"{args.config}: tune takes one problems x algorithms grid, not 'experiments:' "
             "blocks (pass --problems and --algorithms, or a config without blocks)"
         )
-    cfg = config.from_mapping(data)
-    if args.tuning_seeds < 1 or args.eval_seeds < 1:
-        raise UserError("bad value for --tuning-seeds/--eval-seeds: both must be >= 1")
-    if args.points < 1:
-        raise UserError(f"bad value for --points: {args.points} (>= 1)")
-    if args.criterion == "n_eps" and not (args.target and args.target > 0):
-        raise UserError("--criterion n_eps needs --target EPS (> 0)")
-    return cfg
+    return config.from_mapping(data)
 
 
-def _plan(cfg: config.RunConfig, args) -> tuple[config.RunConfig, dict[str, dict]]:
-    """The tuning config (every point of every algorithm on the tuning seeds) and, per
-    algorithm, its search space and points."""
-    discover(cfg.plugins)
-    algorithms, spaces = [], {}
-    for name, fixed in cfg.algorithms:
-        cls = get_algorithm(name)
-        if not isinstance(fixed, dict):
-            raise UserError(f"malformed hyperparameters for algorithm {name}: {fixed!r}")
-        space = {k: list(v) for k, v in cls.grid.items() if k not in fixed}
-        points = search_points(space, args.points, random=args.random, seed=args.search_seed)
-        hypers = [build_params(cls.Hyper, f"algorithm {name}", {**fixed, **pt}) for pt in points]
-        spaces[name] = {"space": space, "fixed": fixed, "points": points, "hypers": hypers}
-        algorithms += [(name, {**fixed, **pt}) for pt in points]
-    tuning = dataclasses.replace(cfg, algorithms=algorithms, seeds=list(range(args.tuning_seeds)))
-    return tuning, spaces
-
-
-def _criterion(df: pd.DataFrame, args) -> pd.DataFrame:
-    """Per run: the final metric and, for ``n_eps``, N(target)."""
-    summary = run_summary(df, args.metric)
-    if args.criterion == "n_eps":
-        n = {
-            rid: first_hit(r["oracle_calls"], r[args.metric], [args.target])[0]
-            for rid, r in df.groupby("run_id", sort=False)
-        }
-        summary["value"] = summary["run_id"].map(n)
-    else:
-        summary["value"] = summary["final"]
-    return summary
-
-
-def _select(summary: pd.DataFrame, point_of: dict[str, int]) -> pd.DataFrame:
-    """Per problem setting, algorithm and point: median criterion and final metric over the
-    tuning seeds; ``best`` marks the winner of each (problem setting, algorithm)."""
-    summary = summary.assign(point=summary["run_id"].map(point_of))
-    keys = ["problem_setting", "algorithm", "point", "algorithm_setting"]
-    crit = quantile_frame(summary, keys, "value")
-    final = quantile_frame(summary, keys, "final")[["median"]].rename(
-        columns={"median": "final_median"}
+def _write_tuned(args: argparse.Namespace) -> int:
+    """``--config TUNING.yml --write TUNED.yml``: the tuned file of the default benchmark."""
+    if not args.config:
+        raise UserError("--write needs --config TUNING.yml (a tuning file: families x regimes)")
+    _, base, _ = tuning.read_tuning_file(args.config)
+    if args.out:
+        base.out = args.out
+    sweep = {k: v for k, v in executor_options(base).items() if k != "threads"}
+    command = f"bibench tune --config {args.config} --write {args.write}"
+    path, result = tuning.tune_file(
+        args.config, args.write, device=str(resolve_device(base.device)),
+        progress=not args.quiet, sweep_options=sweep, command=command, out=args.out,
+    )  # fmt: skip
+    data = yaml.safe_load(path.read_text())
+    missed = [o for o in data["outcomes"] if not o["converged"]]
+    cost = data["cost"]
+    print(
+        f"bibench: tuned {len(data['outcomes'])} (family, regime, algorithm) pairs in "
+        f"{cost['wall_time_s']} s ({cost['runs']} runs, {cost['oracle_calls']} oracle calls);"
+        f" {len(missed)} with no point reaching the target on S_tune (kept, reported as "
+        f"failing); written to {path}"
     )
-    table = pd.concat([crit, final], axis=1).sort_values(["problem_setting", "algorithm", "point"])
-    order = table.sort_values(["median", "final_median", "point"], kind="stable")
-    winners = order.groupby(["problem_setting", "algorithm"], sort=False).head(1).index
-    table["best"] = table.index.isin(winners)
-    return table.reset_index(drop=True)
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", text).strip("_")
-
-
-def _write_yaml(path: Path, body: dict[str, Any], header: str) -> None:
-    path.write_text(header + yaml.safe_dump(body, sort_keys=False, default_flow_style=None))
+    return 1 if result.failed else 0
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.write:
+        return _write_tuned(args)
     cfg = _request(args)
+    opts = _options(args)
     out = Path(cfg.out)
     device = str(resolve_device(cfg.device))
-    tuning, spaces = _plan(cfg, args)
-    specs = config.expand(tuning)
-    s_tune = list(range(args.tuning_seeds))
-    s_eval = list(range(args.tuning_seeds, args.tuning_seeds + args.eval_seeds))
-
-    start = time.perf_counter()
-    summary = run_sweep(specs, out / "tuning", device=device, progress=not args.quiet)
-    tuning_elapsed = time.perf_counter() - start
-    for msg in summary.messages:
-        print(f"bibench: tuning {msg}", file=sys.stderr)
-
-    # which point each run is, and the full hyperparameters / problem parameters of each
-    index = {}
-    for name, s in spaces.items():
-        for i, hyper in enumerate(s["hypers"]):
-            index.setdefault((name, hyper), i)
-    point_of = {spec.run_id: index[(spec.algorithm, spec.hyper)] for spec in specs}
-    hyper_of = {spec.run_id: dataclasses.asdict(spec.hyper) for spec in specs}
-    params_of = {
-        spec.run_id: (spec.problem, dataclasses.asdict(spec.problem_params)) for spec in specs
-    }
-    df = prepare(store.load(out / "tuning"))
-    df = df[df["run_id"].isin(point_of)]
-    per_run = _criterion(df, args)
-    table = _select(per_run, point_of)
+    result = tuning.tune([("", cfg)], opts, out / "tuning", device=device, progress=not args.quiet)
+    table, per_run = result.table, result.per_run
+    s_tune, s_eval = opts.s_tune, opts.s_eval
+    first = per_run.groupby(["group", "algorithm", "point"])["run_id"].first()
 
     # best-parameter YAML per problem setting, then the evaluation from those files
-    first_run = per_run.groupby(["problem_setting", "algorithm", per_run["run_id"].map(point_of)])[
-        "run_id"
-    ].first()
     yamls = []
-    for i, (ps, part) in enumerate(table[table["best"]].groupby("problem_setting", sort=True)):
-        rid0 = first_run[(ps, part["algorithm"].iloc[0], part["point"].iloc[0])]
-        problem, params = params_of[rid0]
+    for i, (ps, part) in enumerate(table[table["best"]].groupby("group", sort=True)):
+        spec = {
+            r.algorithm: result.specs[first[(ps, r.algorithm, r.point)]] for r in part.itertuples()
+        }
+        one = next(iter(spec.values()))
         body: dict[str, Any] = {
-            "problems": {problem: params},
-            "algorithms": {
-                r.algorithm: hyper_of[first_run[(ps, r.algorithm, r.point)]]
-                for r in part.itertuples()
-            },
+            "problems": {one.problem: dataclasses.asdict(one.problem_params)},
+            "algorithms": {a: dataclasses.asdict(s.hyper) for a, s in spec.items()},
             "seeds": s_eval,
             "budget": cfg.budget.max_calls,
             "out": str(out / "eval"),
@@ -276,21 +175,21 @@ def run(args: argparse.Namespace) -> int:
         if cfg.plugins:
             body["plugin"] = [str(Path(p).resolve()) for p in cfg.plugins]
         header = (
-            f"# bibench tune: best points for {ps}, selected by median {args.criterion} "
-            f"({args.metric}) over tuning seeds {s_tune};\n"
+            f"# bibench tune: best points for {ps}, selected by median {opts.criterion} "
+            f"({opts.metric}) over tuning seeds {s_tune};\n"
             f"# evaluation on fresh seeds {s_eval}. Run: bibench run --config THIS_FILE\n"
         )
-        path = out / f"best_{i}_{_slug(ps)}.yml"
-        _write_yaml(path, body, header)
+        path = out / f"best_{i}_{tuning.slug(ps)}.yml"
+        path.write_text(header + yaml.safe_dump(body, sort_keys=False, default_flow_style=None))
         yamls.append(path)
     eval_specs = [s for p in yamls for s in config.expand(config.from_mapping(config.load_yaml(p)))]
     eval_summary = run_sweep(eval_specs, out / "eval", device=device, progress=not args.quiet)
     for msg in eval_summary.messages:
         print(f"bibench: evaluation {msg}", file=sys.stderr)
     ev = prepare(store.load(out / "eval"))
-    ev = _criterion(ev[ev["run_id"].isin({s.run_id for s in eval_specs})], args)
+    ev = tuning._criterion(ev[ev["run_id"].isin({s.run_id for s in eval_specs})], opts)
 
-    text = _report(args, cfg, spaces, table, per_run, ev, yamls, s_tune, s_eval, tuning_elapsed)
+    text = _report(args, cfg, result, ev, yamls, s_tune, s_eval)
     (out / "tune_report.md").write_text(text)
     table.to_csv(out / "tuning_points.csv", index=False)
     print(text)
@@ -298,10 +197,12 @@ def run(args: argparse.Namespace) -> int:
         f"bibench: tuning report in {out / 'tune_report.md'}; best-parameter YAML: "
         + ", ".join(str(p) for p in yamls)
     )
-    return 1 if summary.failed or eval_summary.failed else 0  # divergence is an outcome
+    return 1 if result.failed or eval_summary.failed else 0  # divergence is an outcome
 
 
-def _report(args, cfg, spaces, table, per_run, ev, yamls, s_tune, s_eval, elapsed) -> str:
+def _report(args, cfg, result: tuning.TuneResult, ev, yamls, s_tune, s_eval) -> str:
+    spaces = {name: s for (_, name), s in result.spaces.items()}
+    per_run, elapsed = result.per_run, result.elapsed
     crit = (
         f"median over S_tune of the final {args.metric} (diverged = ∞)"
         if args.criterion == "final"
@@ -325,7 +226,7 @@ def _report(args, cfg, spaces, table, per_run, ev, yamls, s_tune, s_eval, elapse
     for name, s in spaces.items():
         space = ", ".join(f"{k} ∈ {v}" for k, v in s["space"].items()) or "(no grid: defaults)"
         fixed = f"; fixed {s['fixed']}" if s["fixed"] else ""
-        lines.append(f"- {name}: {space}{fixed}; {len(s['points'])} points")
+        lines.append(f"- {name}: {space}{fixed}; {s['points']} points")
 
     # tuning cost
     per_run = per_run.assign(share=per_run["wall_time_end"] / per_run["batch_size"])
@@ -336,7 +237,7 @@ def _report(args, cfg, spaces, table, per_run, ev, yamls, s_tune, s_eval, elapse
     cost_tab = pd.DataFrame(
         {
             "algorithm": cost.index,
-            "points": [len(spaces[a]["points"]) for a in cost.index],
+            "points": [spaces[a]["points"] for a in cost.index],
             "runs": cost["runs"].to_numpy(),
             "oracle calls": [fmt(v) for v in cost["oracle_calls"]],
             "compute time [s]": [fmt(v) for v in cost["time"]],
@@ -351,9 +252,13 @@ def _report(args, cfg, spaces, table, per_run, ev, yamls, s_tune, s_eval, elapse
     ]
 
     lines += ["", "## Tuning (S_tune): every point", ""]
+    keys = ["group", "algorithm", "point", "algorithm_setting"]
+    table = quantile_frame(per_run, keys, "value").sort_values(["group", "algorithm", "point"])
+    chosen = result.table[result.table["best"]].set_index(["group", "algorithm"])["point"]
+    table["best"] = [chosen.get((r.group, r.algorithm)) == r.point for r in table.itertuples()]
     tab = pd.DataFrame(
         {
-            "problem": table["problem_setting"],
+            "problem": table["group"],
             "point": table["algorithm_setting"],
             "criterion": [cell(r.median, r.q20, r.q80, r.n, r.n_inf) for r in table.itertuples()],
             "selected": np.where(table["best"], "yes", ""),

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bibench.analysis.report import CURVE_METRICS, CURVE_X
+from bibench.analysis.report import CURVE_METRICS
 from bibench.cli import main
 
 EPS = (0.3, 0.1, 0.01)
@@ -55,8 +55,10 @@ def report(tmp_path_factory):
 
 def test_every_figure_and_table_is_written(report):
     _, out = report
-    figures = [f"curves_{m}_vs_{x}" for m in CURVE_METRICS for x in CURVE_X]
+    # one curve figure per family and regime, against oracle calls
+    figures = [f"curves/{m}_vs_oracle_calls_quadratic_deterministic" for m in CURVE_METRICS]
     figures += ["complexity", "ecdf", "performance_profile"]
+    figures += ["leaderboard_profile_deterministic"]
     for stem in figures:
         for ext in ("png", "pdf"):
             assert (out / f"{stem}.{ext}").stat().st_size > 1000, f"{stem}.{ext}"
@@ -65,6 +67,10 @@ def test_every_figure_and_table_is_written(report):
             assert (out / f"{stem}.{ext}").is_file(), f"{stem}.{ext}"
     index = (out / "report.md").read_text()
     assert "![" in index and "| quadratic | aid_cg |" in index
+    # the Markdown opens with the leaderboard, before any other table or figure
+    assert (
+        index.index("## Leaderboard") < index.index("### deterministic") < index.index("## Details")
+    )
 
 
 def by_hand_n_eps(df: pd.DataFrame) -> dict[tuple[str, float], float]:
@@ -127,3 +133,55 @@ def test_missing_results_is_one_line(tmp_path, capsys):
     code = main(["report", "--results", str(tmp_path / "nowhere")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "no results table" in err[0]
+
+
+@pytest.fixture(scope="module")
+def two_regimes(tmp_path_factory):
+    """Both regimes of one family, and a pair that diverges in each (a step far too
+    large): the leaderboard keeps it, as failing."""
+    root = tmp_path_factory.mktemp("regimes")
+    (root / "c.yml").write_text(
+        f"""
+seeds: 5
+budget: 1500
+out: {root / "res"}
+experiments:
+  - problems: {{quadratic: {{noise_std: 0.0}}}}
+    algorithms: {{aid_cg: {{}}, soba: {{lr_x: 30.0}}}}
+  - problems: {{quadratic: {{batch_size: 8}}}}
+    algorithms: {{aid_cg: {{}}, soba: {{lr_x: 30.0}}}}
+"""
+    )
+    main(["run", "--config", str(root / "c.yml"), "--quiet"])
+    out = root / "rep"
+    assert (
+        main(["report", "--results", str(root / "res"), "--out", str(out), "--n-boot", "50"]) == 0
+    )
+    return pd.read_parquet(root / "res"), out
+
+
+def test_leaderboard_covers_both_regimes_and_keeps_failures(two_regimes):
+    df, out = two_regimes
+    cells = pd.read_csv(out / "leaderboard.csv")
+    assert sorted(zip(cells["regime"], cells["algorithm"])) == [
+        ("deterministic", "aid_cg"), ("deterministic", "soba"),
+        ("stochastic", "aid_cg"), ("stochastic", "soba"),
+    ]  # fmt: skip
+    soba = cells[cells["algorithm"] == "soba"]
+    assert soba["failed"].all() and (soba["reason"] == "diverged").all()
+    assert (soba["success"] == 0).all()
+    # by hand: aid_cg's median over its 5 seeds of the first oracle_calls with
+    # ||grad Phi|| <= 1e-2 m0 (m0: median step-0 value of the problem setting)
+    for regime, rows in df.groupby(df["prob_batch_size"] > 0):
+        m0 = rows[rows["step"] == 0]["hypergrad_norm"].median()
+        aid = rows[rows["algorithm"] == "aid_cg"]
+        hit = aid[aid["hypergrad_norm"] <= 1e-2 * m0].groupby("run_id")["oracle_calls"].min()
+        ns = hit.reindex(aid["run_id"].unique()).fillna(np.inf)
+        name = "stochastic" if regime else "deterministic"
+        cell = cells[(cells["regime"] == name) & (cells["algorithm"] == "aid_cg")].iloc[0]
+        assert cell["median"] == np.median(ns)
+        assert cell["success"] == np.isfinite(ns).mean()
+    text = (out / "report.md").read_text()
+    assert "### stochastic" in text and "✗ diverged (0%)" in text
+    # a failure counts as unsolved in the profile score
+    assert "| soba | ✗ diverged (0%) | 0 |" in text

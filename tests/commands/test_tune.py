@@ -3,13 +3,15 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
 from bibench.cli import main
-from bibench.commands.tune import grid_points, random_points, search_points
+from bibench.tuning import grid_points, random_points, search_points
 
 PLUGIN = '''
 """Test plugins: a 1-D problem with Phi(x) = x^2/2 and a gradient step whose effective size
@@ -192,3 +194,85 @@ def test_grid_search_takes_the_product_or_an_equal_size_subset():
     sub = search_points(grid, 4, random=False, seed=0)
     assert len(sub) == 4 and all(p in grid_points(grid) for p in sub)
     assert len({tuple(p.items()) for p in sub}) == 4
+
+
+TUNING = """
+tuning: {{tuning_seeds: 2, eval_seeds: 3, points: 2, criterion: final}}
+regimes:
+  deterministic: {{noise_std: 0.0}}
+  stochastic: {{noise_std: 0.001}}
+budget: 20
+out: {out}
+plugin: [{plugin}]
+algorithms: {{seed_scaled_gd: steps}}
+families:
+  - {{problem: tune_toy}}
+"""
+
+
+@pytest.fixture(scope="module")
+def tuned_file(tmp_path_factory, tuned):
+    root = tmp_path_factory.mktemp("tunefile")
+    plugin = tuned[1]  # one plugin file per session: a second one would redefine its names
+    spec = root / "tuning.yml"
+    spec.write_text(TUNING.format(out=root / "tuning", plugin=plugin))
+    written = root / "tuned.yml"
+    args = ["tune", "--config", str(spec), "--write", str(written), "--quiet"]
+    assert main(args) == 0
+    bench = root / "default.yml"
+    bench.write_text(f"tuned: {written}\nout: {root / 'bench'}\nplugin: [{plugin}]\n")
+    assert main(["run", "--config", str(bench), "--quiet"]) == 0
+    return root, yaml.safe_load(written.read_text())
+
+
+def test_tuned_file_holds_the_best_point_on_the_tuning_seeds(tuned_file):
+    root, data = tuned_file
+    tuning = pd.read_parquet(root / "tuning")
+    assert sorted(tuning["seed"].unique()) == [0, 1]
+    last = tuning.sort_values("oracle_calls").groupby("run_id").tail(1)
+    for block in data["experiments"]:
+        ((_, params),) = block["problems"].items()
+        mine = last[last["prob_noise_std"] == params["noise_std"]]
+        by_point = mine.groupby("hp_lr_x")["hypergrad_norm"].median()
+        assert len(by_point) == 2  # both points of the grid, on both seeds
+        assert block["algorithms"]["seed_scaled_gd"]["lr_x"] == by_point.idxmin()
+    assert data["seeds"] == [2, 3, 4]
+    # cost: 2 regimes x 2 points x 2 seeds x 20 calls
+    assert data["cost"]["runs"] == 8 and data["cost"]["oracle_calls"] == 160
+    assert {o["regime"] for o in data["outcomes"]} == {"deterministic", "stochastic"}
+
+
+def test_the_benchmark_reports_only_the_evaluation_seeds(tuned_file, tmp_path):
+    root, _ = tuned_file
+    bench = pd.read_parquet(root / "bench")
+    assert sorted(bench["seed"].unique()) == [2, 3, 4]  # never a tuning seed
+    assert bench["hp_lr_x"].unique().tolist() == [0.5]
+    assert main(["report", "--results", str(root / "bench"), "--out", str(tmp_path),
+                 "--n-boot", "50"]) == 0  # fmt: skip
+    cells = pd.read_csv(tmp_path / "leaderboard.csv")
+    assert sorted(cells["regime"]) == ["deterministic", "stochastic"]
+    assert (cells["n"] == 3).all()
+    # deterministic: seeds 2-4 scale the step by 1/2, |x_k| = 0.75^k <= 1e-2 |x_0| first
+    # at k = 17 steps (one call each), so N is the first checkpoint at or after 17 calls,
+    # the same on every evaluation seed
+    det = cells[cells["regime"] == "deterministic"].iloc[0]
+    k = math.ceil(math.log(1e-2) / math.log(0.75))
+    rows = bench[bench["prob_noise_std"] == 0]
+    first = rows[rows["hypergrad_norm"] <= 1e-2].groupby("run_id")["oracle_calls"].min()
+    assert len(first) == 3 and first.nunique() == 1 and first.iloc[0] >= k
+    assert det["median"] == det["lo"] == det["hi"] == first.iloc[0]
+    assert det["success"] == 1.0 and det["rank"] == 1
+
+
+def test_a_missing_tuned_file_is_one_line(tmp_path, capsys):
+    cfg = tmp_path / "default.yml"
+    cfg.write_text(f"tuned: {tmp_path / 'nope.yml'}\n")
+    assert main(["run", "--config", str(cfg), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"bibench: error: tuned file not found: {tmp_path / 'nope.yml'} "
+                   "(bibench tune --write makes it)"]  # fmt: skip
+
+
+def test_write_needs_a_tuning_file(capsys):
+    assert main(["tune", "--write", "x.yml", "--quiet"]) == 2
+    assert "--write needs --config TUNING.yml" in capsys.readouterr().err
