@@ -8,13 +8,15 @@ by ``validate()``; every failure is a :class:`UserError` naming the owner and th
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import typing
+from collections.abc import Iterable
 from typing import Any
 
 from bibench.errors import UserError
 
-__all__ = ["ParamsBase", "build_params", "field_types", "per_run_fields"]
+__all__ = ["ParamsBase", "build_params", "field_types", "per_run_fields", "unknown_names"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +47,25 @@ def per_run_fields(cls: type) -> list[str]:
     """Fields typed ``float``: they may differ between runs of one batch and are given to
     the algorithm as tensors of shape ``(R, 1)``. Other fields are static per batch."""
     return [n for n, t in field_types(cls).items() if t is float]
+
+
+def unknown_names(what: str, unknown: Iterable[str], known: Iterable[str], where: str = "") -> str:
+    """One line naming every unknown name at once, each with the closest known one
+    (:func:`difflib.get_close_matches`) when there is one: ``unknown key 'sed' (did you mean
+    'seeds'?) in a.yml (known: budget, seeds)``."""
+    known = sorted(known)
+    unknown = sorted(unknown)
+    parts = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, known, n=1)
+        parts.append(f"'{name}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+    head = f"unknown {what} " if len(unknown) == 1 else f"unknown {what}s "
+    return (
+        head
+        + ", ".join(parts)
+        + (f" {where}" if where else "")
+        + (f" (known: {', '.join(known) or 'none'})")
+    )
 
 
 def _coerce(owner: str, name: str, typ: Any, value: Any) -> Any:
@@ -79,9 +100,7 @@ def build_params(cls: type, owner: str, values: dict[str, Any] | None) -> Any:
     types = field_types(cls)
     unknown = sorted(set(values) - set(types))
     if unknown:
-        raise UserError(
-            f"unknown parameter '{unknown[0]}' for {owner} (known: {', '.join(types) or 'none'})"
-        )
+        raise UserError(unknown_names("parameter", unknown, types, f"for {owner}"))
     kwargs = {k: _coerce(owner, k, types[k], v) for k, v in values.items()}
     try:
         obj = cls(**kwargs)

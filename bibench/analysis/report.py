@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from bibench.analysis import plots
 from bibench.analysis.fits import fit_exponent
@@ -138,9 +139,14 @@ def write_report(
     df = prepare(results)
     written: list[tuple[Path, str]] = []
     notes: list[str] = []
+    # one step per figure or table (stderr; silent when not a terminal)
+    bar = tqdm(total=len(CURVE_METRICS) * len(CURVE_X) + 8, desc="report", unit="output",
+               disable=None)  # fmt: skip
 
     def add(paths: list[Path], what: str) -> None:
         written.extend((p, what) for p in paths)
+        bar.set_postfix_str(paths[0].stem)
+        bar.update()
 
     # convergence curves
     for metric in CURVE_METRICS:
@@ -266,6 +272,7 @@ def write_report(
         "table: integrated performance-profile score",
     )
 
+    bar.close()
     _index(out, written, notes, opts)
     return written
 
