@@ -14,9 +14,8 @@ EPS = (0.3, 0.1, 0.01)
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory):
+def results(tmp_path_factory):
     results = tmp_path_factory.mktemp("results")
-    out = tmp_path_factory.mktemp("report")
     code = main(
         [
             "run",
@@ -34,6 +33,12 @@ def report(tmp_path_factory):
         ]
     )
     assert code == 0
+    return results
+
+
+@pytest.fixture(scope="module")
+def report(results, tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
     code = main(
         [
             "report",
@@ -127,3 +132,24 @@ def test_missing_results_is_one_line(tmp_path, capsys):
     code = main(["report", "--results", str(tmp_path / "nowhere")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "no results table" in err[0]
+
+
+def test_report_over_two_folders_filters_and_keeps_each_run_once(results, tmp_path, capsys):
+    """A new folder (soba, plus aid_cg seeds 0-1 that the first folder already holds) is
+    compared with the stored baselines: both algorithms appear, the shared runs once."""
+    new = tmp_path / "new"
+    assert main(["run", "--problems", "quadratic", "--algorithms", "aid_cg,soba", "--seeds", "2",
+                 "--budget", "3000", "--out", str(new), "--quiet"]) == 0  # fmt: skip
+    out = tmp_path / "rep"
+    code = main(["report", "--results", str(results), "--results", str(new), "--algorithms",
+                 "aid_cg,soba", "--out", str(out), "--n-boot", "0", "--eps", "0.1", "--html"])  # fmt: skip
+    assert code == 0
+    table = pd.read_csv(out / "final.csv").set_index("algorithm_setting")
+    assert sorted(table.index) == ["aid_cg", "soba"]  # stocbio filtered out
+    assert table.loc["aid_cg", "n"] == 3 and table.loc["soba", "n"] == 2
+    assert "report of 5 runs" in capsys.readouterr().out
+    page = (out / "report.html").read_text()
+    assert '"soba": {"lo"' in page and '"stocbio"' not in page
+    code = main(["report", "--results", str(results), "--problems", "quadratc"])
+    err = capsys.readouterr().err
+    assert code == 2 and "no runs of problem 'quadratc'" in err
