@@ -214,8 +214,8 @@ def run(args: argparse.Namespace) -> int:
     problem = build_problem(args.problem, args.params)
     path = Path(args.out) if args.out else Path("results") / "show" / f"{problem.name}.png"
     if path.suffix and path.suffix[1:].lower() not in PICTURE_FORMATS:
-        raise UserError(f"bad value for --out: {path} (suffix one of "
-                        f"{', '.join('.' + f for f in PICTURE_FORMATS)}, or none for PNG)")  # fmt: skip
+        known = ", ".join("." + f for f in PICTURE_FORMATS)
+        raise UserError(f"bad value for --out: {path} (suffix one of {known}, or none for PNG)")
     x = upper_point(problem, args.x)
     print(describe(problem, x, "given by --x" if args.x else "initial x of seed 0"))
     data = picture_data(problem, x)

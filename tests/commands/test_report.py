@@ -142,7 +142,8 @@ def test_report_over_two_folders_filters_and_keeps_each_run_once(results, tmp_pa
                  "--budget", "3000", "--out", str(new), "--quiet"]) == 0  # fmt: skip
     out = tmp_path / "rep"
     code = main(["report", "--results", str(results), "--results", str(new), "--algorithms",
-                 "aid_cg,soba", "--out", str(out), "--n-boot", "0", "--eps", "0.1", "--html"])  # fmt: skip
+                 "aid_cg,soba", "--out", str(out), "--n-boot", "0", "--eps", "0.1",
+                 "--html"])  # fmt: skip
     assert code == 0
     table = pd.read_csv(out / "final.csv").set_index("algorithm_setting")
     assert sorted(table.index) == ["aid_cg", "soba"]  # stocbio filtered out
