@@ -168,7 +168,10 @@ def write_report(
     )
     labels = [f"{opts.eps_word()} = {fmt(e)}" for e in opts.table_eps]
     table_hits["column"] = [labels[t] for t in table_hits["target"]]
-    num = quantile_frame(table_hits, [*SETTING, "column"], "N")
+    # numeric targets in the CSV: eps_given as passed (relative or absolute), eps absolute
+    table_hits["eps_given"] = [opts.table_eps[t] for t in table_hits["target"]]
+    num = quantile_frame(table_hits, [*SETTING, "eps_given", "eps", "column"], "N")
+    num = num.sort_values([*SETTING, "eps_given"], ascending=[True, True, False])
     add(
         write_table(
             out,
@@ -219,7 +222,8 @@ def write_report(
     # suite-wide: aRT / success, ECDF, performance profile
     art = art_table(hits)
     art_num = art.assign(
-        column=[f"{opts.eps_word()} = {fmt(e)}" for e in opts.eps_grid()[art["target"]]]
+        eps_given=opts.eps_grid()[art["target"]],
+        column=[f"{opts.eps_word()} = {fmt(e)}" for e in opts.eps_grid()[art["target"]]],
     )
     keep = art_num["target"] % opts.per_decade == opts.per_decade - 1  # one target a decade
     art_disp = art_num[keep].assign(

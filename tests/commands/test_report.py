@@ -92,6 +92,11 @@ def test_n_eps_table_equals_the_stored_rows_by_hand(report):
     df, out = report
     table = pd.read_csv(out / "n_eps.csv")
     expected = by_hand_n_eps(df)
+    # numeric targets, sorted numerically (largest first) within each setting
+    m0 = np.median(df[df["step"] == 0]["hypergrad_norm"])
+    for _, part in table.groupby(["problem_setting", "algorithm_setting"]):
+        assert list(part["eps_given"]) == list(EPS)
+        np.testing.assert_allclose(part["eps"], np.array(EPS) * m0, rtol=1e-12)
     assert len(table) == len(expected)
     for row in table.itertuples():
         alg = row.algorithm_setting.split("[")[0]
