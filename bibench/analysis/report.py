@@ -21,7 +21,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from bibench.analysis import plots
-from bibench.analysis.fits import fit_exponent
+from bibench.analysis.fits import MIN_POINTS, fit_exponent
 from bibench.analysis.hitting import curves, hitting_times, targets
 from bibench.analysis.profiles import art_table, instance_costs, performance_profile, profile_score
 from bibench.analysis.runs import (
@@ -86,10 +86,13 @@ def complexity_data(
         )
         first = part.iloc[0]
         theory, source = theoretical_exponent(first["algorithm"], first["problem"], _params(df, ps))
+        status = part.groupby("run_id")["status"].last().reindex(mat.index)
+        ran_out = part[part["status"] != "diverged"]["cost_end"]  # diverged runs stop early
         data.setdefault(ps, {})[alg] = {
             "eps": rel,
             "N": mat.to_numpy(),
-            "budget": float(part["cost_end"].max()),
+            "budget": float(ran_out.max()) if len(ran_out) else math.nan,
+            "diverged": (status == "diverged").to_numpy(),
             "fit": fit,
             "theory": theory,
         }
@@ -105,6 +108,7 @@ def complexity_data(
                 "n_points": fit.n_points,
                 "n_censored_points": fit.n_censored,
                 "n_seeds": fit.n_seeds,
+                "too_few_points": fit.too_few,
                 "theory": theory,
                 "theory_source": source,
             }
@@ -118,7 +122,10 @@ def _exponent_display(num: pd.DataFrame) -> pd.DataFrame:
             "problem": num["problem_setting"],
             "algorithm": num["algorithm_setting"],
             "fitted b [95% CI]": [
-                f"{fmt(r.exponent)} [{fmt(r.ci_low)}, {fmt(r.ci_high)}]" for r in num.itertuples()
+                f"too few points (< {MIN_POINTS})"
+                if r.too_few_points
+                else f"{fmt(r.exponent)} [{fmt(r.ci_low)}, {fmt(r.ci_high)}]"
+                for r in num.itertuples()
             ],
             "theory b": [fmt(v) for v in num["theory"]],
             "points (censored)": [
@@ -213,8 +220,8 @@ def write_report(
             "exponents",
             _exponent_display(expo),
             expo,
-            f"fitted exponent b of N(ε) ∝ ε^(-b) ({opts.fit_method}, bootstrap 95% CI "
-            "over seeds) beside the theoretical one",
+            f"fitted exponent b of N(ε) ∝ ε^(-b) ({opts.fit_method}, BCa bootstrap 95% CI "
+            f"over seeds; at least {MIN_POINTS} targets) beside the theoretical one",
         ),
         "table: fitted and theoretical exponents",
     )
@@ -241,8 +248,11 @@ def write_report(
         ),
         "table: aRT and success rate",
     )
-    per_alg = {
-        alg: (part["N"].to_numpy(), part["cost_end"].to_numpy())
+    per_alg = {  # an unsolved run is censored at its budget; a diverged one never solves
+        alg: (
+            part["N"].to_numpy(),
+            np.where(part["status"] == "diverged", np.inf, part["cost_end"].to_numpy()),
+        )
         for alg, part in hits.groupby("algorithm_setting", sort=True)
     }
     add(
