@@ -22,6 +22,7 @@ from pathlib import Path
 import bibench.commands
 from bibench import __version__
 from bibench.errors import UserError
+from bibench.params import unknown_names
 
 __all__ = ["build_parser", "command_help", "command_names", "main"]
 
@@ -69,7 +70,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     # top-level options take no value, so the first other word names the command
     command = next((a for a in argv if not a.startswith("-")), None)
-    parser = build_parser(command if command in command_names() else None)
+    names = command_names()
+    if command is not None and command not in names:
+        print(f"bibench: error: {unknown_names('command', [command], names)}", file=sys.stderr)
+        return 2
+    parser = build_parser(command)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)

@@ -110,3 +110,10 @@ def test_config_reports_every_unknown_key(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2
     assert "unknown keys 'budgt' (did you mean 'budget'?), 'sed' (did you mean 'seeds'?)" in err
+
+
+def test_unknown_command_gets_a_suggestion(capsys):
+    assert main(["reprot", "--results", "x"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert err[0].startswith("bibench: error: unknown command 'reprot' (did you mean 'report'?)")
