@@ -201,7 +201,8 @@ def complexity_figure(
                         ax.plot(xs, ys[0] * (xs / xs[0]) ** theory, ":", color=c, lw=1.2)
         if too_few:
             ax.text(0.02, 0.02, "no slope, too few points: " + ", ".join(too_few),
-                    transform=ax.transAxes, fontsize="x-small", va="bottom")  # fmt: skip
+                    transform=ax.transAxes, fontsize="x-small", va="bottom", wrap=True,
+                    in_layout=False)  # fmt: skip
         if fit_range is not None:
             ax.axvspan(1 / max(fit_range), 1 / min(fit_range), color="0.9", zorder=0)
         ax.set_xscale("log")
