@@ -6,12 +6,25 @@ inverse-HVP estimators, and the plugin registries.
 
 from __future__ import annotations
 
-from bibench.algorithm import Algorithm, HyperParams, State
+import importlib
+from typing import Any
+
 from bibench.errors import UserError
-from bibench.oracle import ORACLE_TYPES, Oracle
-from bibench.problem import Problem, ProblemParams
-from bibench.registry import register_algorithm, register_problem
-from bibench.rng import BatchedRNG
+
+# The public names load on first use (PEP 562): ``bibench --help`` and the analysis
+# commands must not pay for importing torch.
+_LAZY = {
+    "Algorithm": "bibench.algorithm",
+    "HyperParams": "bibench.algorithm",
+    "State": "bibench.algorithm",
+    "ORACLE_TYPES": "bibench.oracle",
+    "Oracle": "bibench.oracle",
+    "Problem": "bibench.problem",
+    "ProblemParams": "bibench.problem",
+    "register_algorithm": "bibench.registry",
+    "register_problem": "bibench.registry",
+    "BatchedRNG": "bibench.rng",
+}
 
 __version__ = "0.1.0"
 
@@ -29,3 +42,9 @@ __all__ = [
     "register_algorithm",
     "register_problem",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'bibench' has no attribute '{name}'")

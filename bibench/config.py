@@ -50,8 +50,16 @@ import yaml
 
 from bibench import __version__
 from bibench.errors import UserError
-from bibench.params import build_params
-from bibench.registry import discover, framework_hash, get_algorithm, get_problem, source_hash
+from bibench.params import build_params, unknown_names
+from bibench.registry import (
+    ALGORITHMS,
+    PROBLEMS,
+    discover,
+    framework_hash,
+    get_algorithm,
+    get_problem,
+    source_hash,
+)
 
 __all__ = ["Budget", "RunConfig", "RunSpec", "expand", "load_yaml", "parse_name_list"]
 
@@ -192,9 +200,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         raise UserError(f"malformed config {path}: the top level must be a mapping of keys")
     unknown = sorted(set(data) - CONFIG_KEYS)
     if unknown:
-        raise UserError(
-            f"unknown key '{unknown[0]}' in {path} (known: {', '.join(sorted(CONFIG_KEYS))})"
-        )
+        raise UserError(unknown_names("key", unknown, CONFIG_KEYS, f"in {path}"))
     return data
 
 
@@ -349,8 +355,7 @@ def _block_list(value: Any) -> list[dict[str, Any]]:
 def _block(i: int, data: dict[str, Any], parent: RunConfig) -> RunConfig:
     unknown = sorted(set(data) - BLOCK_KEYS)
     if unknown:
-        known = ", ".join(sorted(BLOCK_KEYS))
-        raise UserError(f"unknown key '{unknown[0]}' in experiments[{i}] (known: {known})")
+        raise UserError(unknown_names("key", unknown, BLOCK_KEYS, f"in experiments[{i}]"))
     base = dataclasses.replace(parent, extra=dict(parent.extra), blocks=[])
     return from_mapping(data, base)
 
@@ -370,6 +375,8 @@ def _expand_one(cfg: RunConfig) -> list[RunSpec]:
         raise UserError("no problems given (use --problems or 'problems:' in the config)")
     if not cfg.algorithms:
         raise UserError("no algorithms given (use --algorithms or 'algorithms:' in the config)")
+    PROBLEMS.check([name for name, _ in cfg.problems])  # every unknown name at once
+    ALGORITHMS.check([name for name, _ in cfg.algorithms])
     use_grid = bool(cfg.extra.get("grid", False))
     problems = []
     for name, params in cfg.problems:

@@ -8,14 +8,16 @@ by ``validate()``; every failure is a :class:`UserError` naming the owner and th
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
 import math
 import typing
+from collections.abc import Iterable
 from typing import Any
 
 from bibench.errors import UserError
 
-__all__ = ["ParamsBase", "build_params", "field_types", "per_run_fields"]
+__all__ = ["ParamsBase", "build_params", "field_types", "per_run_fields", "unknown_names"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +60,25 @@ def _per_run_fields(cls: type) -> tuple[str, ...]:
     return tuple(n for n, t in _field_types(cls).items() if t is float)
 
 
+def unknown_names(what: str, unknown: Iterable[str], known: Iterable[str], where: str = "") -> str:
+    """One line naming every unknown name at once, each with the closest known one
+    (:func:`difflib.get_close_matches`) when there is one: ``unknown key 'sed' (did you mean
+    'seeds'?) in a.yml (known: budget, seeds)``."""
+    known = sorted(known)
+    unknown = sorted(unknown)
+    parts = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, known, n=1)
+        parts.append(f"'{name}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+    head = f"unknown {what} " if len(unknown) == 1 else f"unknown {what}s "
+    return (
+        head
+        + ", ".join(parts)
+        + (f" {where}" if where else "")
+        + (f" (known: {', '.join(known) or 'none'})")
+    )
+
+
 def _coerce(owner: str, name: str, typ: Any, value: Any) -> Any:
     expected = getattr(typ, "__name__", typ)
     bad = UserError(f"bad value for {owner} parameter '{name}': {value!r} (expected {expected})")
@@ -90,9 +111,7 @@ def build_params(cls: type, owner: str, values: dict[str, Any] | None) -> Any:
     types = field_types(cls)
     unknown = sorted(set(values) - set(types))
     if unknown:
-        raise UserError(
-            f"unknown parameter '{unknown[0]}' for {owner} (known: {', '.join(types) or 'none'})"
-        )
+        raise UserError(unknown_names("parameter", unknown, types, f"for {owner}"))
     kwargs = {k: _coerce(owner, k, types[k], v) for k, v in values.items()}
     try:
         obj = cls(**kwargs)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bibench.errors import UserError
+from bibench.params import unknown_names
 
 __all__ = [
     "ALGORITHMS",
@@ -65,15 +66,20 @@ class Registry:
         self.files[name] = src
 
     def get(self, name: str) -> type:
-        if name not in self.entries:
-            known = ", ".join(sorted(self.entries)) or "none"
+        self.check([name])
+        return self.entries[name]
+
+    def check(self, names: list[str]) -> None:
+        """Raise one :class:`UserError` naming every unknown name in ``names``, each with
+        the closest registered one."""
+        unknown = sorted({n for n in names if n not in self.entries})
+        if unknown:
             hint = ""
             if self.broken:
                 hint = "; plugins that failed to import: " + "; ".join(
                     f"{f} ({e})" for f, e in self.broken.items()
                 )
-            raise UserError(f"unknown {self.kind} '{name}' (known: {known}){hint}")
-        return self.entries[name]
+            raise UserError(unknown_names(self.kind, unknown, self.entries) + hint)
 
 
 PROBLEMS = Registry("problem")

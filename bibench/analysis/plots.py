@@ -211,20 +211,28 @@ def complexity_figure(
 ) -> Figure:
     r"""Panels per problem setting; per algorithm setting ``data[ps][alg]`` holds ``eps``
     (targets), ``N`` (``(seeds, targets)``, ``inf`` censored), ``budget`` (largest cost
-    spent), ``fit`` (:class:`SlopeFit` or None) and ``theory`` (exponent or NaN).
+    spent by a run that did not diverge, NaN if none), ``diverged`` (per seed, optional),
+    ``fit`` (:class:`SlopeFit` or None) and ``theory`` (exponent or NaN).
 
     Draws :math:`N(\varepsilon)` against :math:`1/\varepsilon`: median and 20–80 % band;
-    the first target whose median is censored as × at the budget (a lower bound of every
-    smaller target's :math:`N`); the fitted line
-    (dashed) over the fit range (shaded) and the theoretical slope (dotted) anchored at the
-    fit's left end."""
+    at the first target whose median is censored, × at the budget when runs that did not
+    diverge ran out of budget there (a lower bound of every smaller target's :math:`N`),
+    and ▼ on the top edge when diverged runs are among the censored ones (a diverged run
+    stopped early and has no cost to show, so it is never drawn where it stopped); the
+    fitted line (dashed) over the fit range (shaded) and the theoretical slope (dotted)
+    anchored at the fit's left end. A fit on fewer than
+    :data:`~bibench.analysis.fits.MIN_POINTS` targets is not drawn: the panel names the
+    algorithm settings with too few points."""
     cmap = colors([a for per_alg in data.values() for a in per_alg])
     fig, axes = panels(len(data))
+    any_diverged = any_budget = False
     for ax, (ps, per_alg) in zip(axes, data.items()):
         lows: list[float] = []  # every plotted N (and budget): the theory lines must not rescale
+        too_few: list[str] = []
         for alg, d in per_alg.items():
             inv = 1.0 / np.asarray(d["eps"], dtype=float)
-            lo, med, hi = quantiles(np.asarray(d["N"], dtype=float), (0.2, 0.5, 0.8))
+            n = np.asarray(d["N"], dtype=float)
+            lo, med, hi = quantiles(n, (0.2, 0.5, 0.8))
             ok = np.isfinite(med)
             lows += [*med[ok], *lo[np.isfinite(lo)], *hi[np.isfinite(hi)]]
             c = cmap[alg]
@@ -238,20 +246,23 @@ def complexity_figure(
                 alpha=0.2,
                 lw=0,
             )
-            if (~ok).any():  # one × at the first target whose median is censored
+            if (~ok).any():  # the first target whose median is censored
                 first = int(np.argmax(~ok))
-                ax.plot(
-                    inv[first],
-                    d["budget"],
-                    "x",
-                    color=c,
-                    ms=7,
-                    mew=1.5,
-                    label="_censored",
-                )
-                lows.append(d["budget"])
+                censored = ~np.isfinite(n[:, first])
+                diverged = np.asarray(d.get("diverged", np.zeros(len(n), bool)), dtype=bool)
+                if (censored & ~diverged).any() and math.isfinite(d["budget"]):
+                    ax.plot(inv[first], d["budget"], "x", color=c, ms=7, mew=1.5,
+                            label="_censored")  # fmt: skip
+                    lows.append(d["budget"])
+                    any_budget = True
+                if (censored & diverged).any():
+                    ax.plot(inv[first], 0.97, "v", color=c, ms=7, label="_diverged",
+                            transform=ax.get_xaxis_transform(), clip_on=False)  # fmt: skip
+                    any_diverged = True
             fit: SlopeFit | None = d.get("fit")
-            if fit is not None and math.isfinite(fit.slope):
+            if fit is not None and fit.too_few:
+                too_few.append(f"{alg} ({fit.n_points})")
+            elif fit is not None and math.isfinite(fit.slope):
                 xr = inv[ok]
                 if fit_range is not None:
                     xr = xr[(xr >= 1 / max(fit_range)) & (xr <= 1 / min(fit_range))]
@@ -262,6 +273,10 @@ def complexity_figure(
                     theory = d.get("theory", math.nan)
                     if math.isfinite(theory):
                         ax.plot(xs, ys[0] * (xs / xs[0]) ** theory, ":", color=c, lw=1.2)
+        if too_few:
+            ax.text(0.02, 0.02, "no slope, too few points: " + ", ".join(too_few),
+                    transform=ax.transAxes, fontsize="x-small", va="bottom", wrap=True,
+                    in_layout=False)  # fmt: skip
         if fit_range is not None:
             ax.axvspan(1 / max(fit_range), 1 / min(fit_range), color="0.9", zorder=0)
         ax.set_xscale("log")
@@ -275,7 +290,10 @@ def complexity_figure(
         ax.grid(True, which="major", alpha=0.3)
         ax.plot([], [], "k--", lw=1, label="fitted slope (shaded: fit range)")
         ax.plot([], [], "k:", lw=1.2, label="theoretical slope")
-        ax.plot([], [], "kx", ms=7, mew=1.5, label="first censored target (at the budget)")
+    if any_budget:
+        axes[0].plot([], [], "kx", ms=7, mew=1.5, label="first censored target (at the budget)")
+    if any_diverged:
+        axes[0].plot([], [], "kv", ms=7, label="first target missed by diverged runs")
     if title:
         fig.suptitle(title)
     legend_outside(fig, axes, "median, 20–80% band")
@@ -284,20 +302,22 @@ def complexity_figure(
 
 def ecdf_figure(per_alg: Mapping[str, tuple[np.ndarray, np.ndarray]], title: str = "") -> Figure:
     """COCO ECDF: for each algorithm setting, ``(N, cost_end)`` over its (problem, target,
-    seed) triples; × marks the median budget of its unsuccessful runs."""
+    seed) triples, Kaplan–Meier when budgets differ (``cost_end`` the cost an unsolved run
+    is censored at, ``inf`` for a diverged run); × marks the median budget of its
+    unsuccessful runs that stopped at a budget."""
     fig = Figure(figsize=(7.5, 4.2), layout="constrained")
     ax = fig.subplots()
     cmap = colors(list(per_alg))
     finite = np.concatenate([n[np.isfinite(n)] for n, _ in per_alg.values()] + [[1.0]])
-    ends = np.concatenate([e for _, e in per_alg.values()])
+    ends = np.concatenate([e[np.isfinite(e)] for _, e in per_alg.values()] + [[1.0]])
     budgets = np.logspace(0, math.log10(max(finite.max(), ends.max(), 1.0)) + 0.05, 300)
     for alg, (n, cost_end) in per_alg.items():
-        frac = ecdf(n, budgets)
+        frac = ecdf(n, budgets, cost_end)
         ax.step(budgets, frac, where="post", color=cmap[alg], label=alg)
-        miss = ~np.isfinite(n)
+        miss = ~np.isfinite(n) & np.isfinite(cost_end)
         if miss.any():
             b = float(np.median(cost_end[miss]))
-            ax.plot([b], [ecdf(n, [b])[0]], "x", color=cmap[alg], ms=8)
+            ax.plot([b], [ecdf(n, [b], cost_end)[0]], "x", color=cmap[alg], ms=8)
     ax.plot([], [], "kx", label="median budget of unsuccessful runs")
     ax.set_xscale("log")
     ax.set_ylim(-0.02, 1.02)

@@ -15,7 +15,16 @@ setting, a *run* one seed of a solver on a problem.
 * **ECDF** (COCO, Moré–Wild data profile): the fraction of (instance, run) pairs solved
   within a budget :math:`c`, :math:`\#\{N_i \le c\} / \#\text{pairs}`, plotted against
   :math:`c` on a log axis. Runs are the seeds as they ran (no simulated restarts), so a
-  failure never counts as solved; the curve ends at the largest budget spent.
+  failure never counts as solved; the curve ends at the largest budget spent. When runs
+  stopped at different budgets, an unsolved run is *right-censored* at the budget it
+  spent: it is known not to have solved by then, nothing more. The ECDF is then the
+  Kaplan–Meier estimate of :math:`P(N \le c)` (Kaplan & Meier, JASA 1958), as
+  :func:`scipy.stats.ecdf` computes it from :class:`scipy.stats.CensoredData`:
+  :math:`\hat F(c) = 1 - \prod_{t_j \le c} (1 - d_j / n_j)` over the solve costs
+  :math:`t_j`, with :math:`d_j` runs solving at :math:`t_j` and :math:`n_j` still at risk
+  (neither solved nor censored before :math:`t_j`). A diverged run can never solve: it is
+  censored at :math:`+\infty`, so it stays at risk (in every denominator) for ever. With
+  one common budget this is the plain fraction above.
 * **Performance profile** (Dolan & Moré 2002): with instance costs :math:`t_{p,s}`
   (aRT here, :math:`+\infty` on failure), ratios :math:`r_{p,s} = t_{p,s} / \min_{s'}
   t_{p,s'}` and :math:`\rho_s(\tau) = \#\{p : r_{p,s} \le \tau\} / \#P`. An instance no
@@ -112,8 +121,24 @@ def profile_score(t: pd.DataFrame, tau_max: float = 4.0) -> pd.Series:
     return ((tau_max - r).clip(lower=0.0) / (tau_max - 1.0)).mean(axis=0)
 
 
-def ecdf(n: np.ndarray, budgets: np.ndarray) -> np.ndarray:
+def ecdf(
+    n: np.ndarray, budgets: np.ndarray, censored_at: np.ndarray | None = None
+) -> np.ndarray:
     """Fraction of entries of ``n`` (``inf`` = unsolved) that are ``<= budget``, for each
-    budget."""
-    n = np.sort(np.asarray(n, dtype=float))
-    return np.searchsorted(n, np.asarray(budgets, dtype=float), side="right") / max(len(n), 1)
+    budget. With ``censored_at`` (per entry: the cost an unsolved run spent, ``inf`` when
+    it can never solve, e.g. diverged), the Kaplan–Meier estimate of that fraction
+    (:func:`scipy.stats.ecdf` on right-censored data)."""
+    n = np.asarray(n, dtype=float)
+    budgets = np.asarray(budgets, dtype=float)
+    hit = np.isfinite(n)
+    if censored_at is None or hit.all() or not hit.any():
+        n = np.sort(n)
+        return np.searchsorted(n, budgets, side="right") / max(len(n), 1)
+    from scipy import stats
+
+    right = np.asarray(censored_at, dtype=float)[~hit]
+    # CensoredData wants finite values: "never" is later than any cost asked about
+    finite = np.concatenate([n[hit], right[np.isfinite(right)], budgets[np.isfinite(budgets)]])
+    never = 2.0 * float(np.abs(finite).max()) + 1.0
+    data = stats.CensoredData(uncensored=n[hit], right=np.where(np.isfinite(right), right, never))
+    return stats.ecdf(data).cdf.evaluate(budgets)

@@ -22,9 +22,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from bibench.analysis import leaderboard, plots
-from bibench.analysis.fits import fit_exponent
+from bibench.analysis.fits import MIN_POINTS, fit_exponent
 from bibench.analysis.hitting import curves, hitting_times, targets
 from bibench.analysis.profiles import art_table, instance_costs, performance_profile, profile_score
 from bibench.analysis.runs import (
@@ -92,10 +93,13 @@ def complexity_data(
         )
         first = part.iloc[0]
         theory, source = theoretical_exponent(first["algorithm"], first["problem"], _params(df, ps))
+        status = part.groupby("run_id")["status"].last().reindex(mat.index)
+        ran_out = part[part["status"] != "diverged"]["cost_end"]  # diverged runs stop early
         data.setdefault(ps, {})[alg] = {
             "eps": rel,
             "N": mat.to_numpy(),
-            "budget": float(part["cost_end"].max()),
+            "budget": float(ran_out.max()) if len(ran_out) else math.nan,
+            "diverged": (status == "diverged").to_numpy(),
             "fit": fit,
             "theory": theory,
         }
@@ -111,6 +115,7 @@ def complexity_data(
                 "n_points": fit.n_points,
                 "n_censored_points": fit.n_censored,
                 "n_seeds": fit.n_seeds,
+                "too_few_points": fit.too_few,
                 "theory": theory,
                 "theory_source": source,
             }
@@ -124,7 +129,10 @@ def _exponent_display(num: pd.DataFrame) -> pd.DataFrame:
             "problem": num["problem_setting"],
             "algorithm": num["algorithm_setting"],
             "fitted b [95% CI]": [
-                f"{fmt(r.exponent)} [{fmt(r.ci_low)}, {fmt(r.ci_high)}]" for r in num.itertuples()
+                f"too few points (< {MIN_POINTS})"
+                if r.too_few_points
+                else f"{fmt(r.exponent)} [{fmt(r.ci_low)}, {fmt(r.ci_high)}]"
+                for r in num.itertuples()
             ],
             "theory b": [fmt(v) for v in num["theory"]],
             "points (censored)": [
@@ -145,9 +153,14 @@ def write_report(
     df = prepare(results)
     written: list[tuple[Path, str]] = []
     notes: list[str] = []
+    # one step per figure or table (stderr; silent when not a terminal)
+    bar = tqdm(total=len(CURVE_METRICS) * len(CURVE_X) + 8, desc="report", unit="output",
+               disable=None)  # fmt: skip
 
     def add(paths: list[Path], what: str) -> None:
         written.extend((p, what) for p in paths)
+        bar.set_postfix_str(paths[0].stem)
+        bar.update()
 
     # the leaderboard: one table per regime, its claims, a profile per regime
     lead = _leaderboard(df, out, opts, add)
@@ -175,7 +188,10 @@ def write_report(
     )
     labels = [f"{opts.eps_word()} = {fmt(e)}" for e in opts.table_eps]
     table_hits["column"] = [labels[t] for t in table_hits["target"]]
-    num = quantile_frame(table_hits, [*SETTING, "column"], "N")
+    # numeric targets in the CSV: eps_given as passed (relative or absolute), eps absolute
+    table_hits["eps_given"] = [opts.table_eps[t] for t in table_hits["target"]]
+    num = quantile_frame(table_hits, [*SETTING, "eps_given", "eps", "column"], "N")
+    num = num.sort_values([*SETTING, "eps_given"], ascending=[True, True, False])
     add(
         write_table(
             out,
@@ -217,8 +233,8 @@ def write_report(
             "exponents",
             _exponent_display(expo),
             expo,
-            f"fitted exponent b of N(ε) ∝ ε^(-b) ({opts.fit_method}, bootstrap 95% CI "
-            "over seeds) beside the theoretical one",
+            f"fitted exponent b of N(ε) ∝ ε^(-b) ({opts.fit_method}, BCa bootstrap 95% CI "
+            f"over seeds; at least {MIN_POINTS} targets) beside the theoretical one",
         ),
         "table: fitted and theoretical exponents",
     )
@@ -226,7 +242,8 @@ def write_report(
     # suite-wide: aRT / success, ECDF, performance profile
     art = art_table(hits)
     art_num = art.assign(
-        column=[f"{opts.eps_word()} = {fmt(e)}" for e in opts.eps_grid()[art["target"]]]
+        eps_given=opts.eps_grid()[art["target"]],
+        column=[f"{opts.eps_word()} = {fmt(e)}" for e in opts.eps_grid()[art["target"]]],
     )
     keep = art_num["target"] % opts.per_decade == opts.per_decade - 1  # one target a decade
     art_disp = art_num[keep].assign(
@@ -244,8 +261,11 @@ def write_report(
         ),
         "table: aRT and success rate",
     )
-    per_alg = {
-        alg: (part["N"].to_numpy(), part["cost_end"].to_numpy())
+    per_alg = {  # an unsolved run is censored at its budget; a diverged one never solves
+        alg: (
+            part["N"].to_numpy(),
+            np.where(part["status"] == "diverged", np.inf, part["cost_end"].to_numpy()),
+        )
         for alg, part in hits.groupby("algorithm_setting", sort=True)
     }
     add(
@@ -279,6 +299,7 @@ def write_report(
         "table: integrated performance-profile score",
     )
 
+    bar.close()
     _index(out, written, notes, opts, lead)
     return written
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -28,6 +30,7 @@ __all__ = [
     "SETTING",
     "X_LABELS",
     "initial_values",
+    "load_results",
     "prepare",
     "run_summary",
     "slug",
@@ -115,3 +118,41 @@ def initial_values(df: pd.DataFrame, metric: str = "hypergrad_norm") -> pd.Serie
 def slug(text: str) -> str:
     """A file-name-safe form of a setting name (``hat · stochastic`` -> ``hat_stochastic``)."""
     return re.sub(r"[^A-Za-z0-9_.=-]+", "_", text).strip("_")
+
+
+def load_results(
+    folders: Sequence[str | Path],
+    problems: Sequence[str] | None = None,
+    algorithms: Sequence[str] | None = None,
+    include_stale: bool = False,
+) -> pd.DataFrame:
+    """The stored tables of several results folders as one, keeping only the rows whose
+    ``problem`` / ``algorithm`` (the registered names) are in ``problems`` /
+    ``algorithms`` when given. A run stored in two folders (same ``run_id``: same problem,
+    algorithm, parameters, seed and budget) is kept once, from the first folder, so a new
+    plugin's folder is compared with stored baselines without re-running them. A folder
+    without a results table or a filter name that matches nothing is a :class:`UserError`.
+    Stale runs (superseded by an edit) are left out unless ``include_stale``."""
+    from bibench import store
+
+    frames = []
+    for folder in folders:
+        if not (Path(folder) / store.RESULTS_FILE).is_file():
+            raise UserError(f"no results table in {folder} (expected {store.RESULTS_FILE})")
+        df = store.load(folder, include_stale=include_stale)
+        if frames and "run_id" in df.columns:
+            seen = set().union(*(f["run_id"].unique() for f in frames))
+            df = df[~df["run_id"].isin(seen)]
+        frames.append(df)
+    df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    for column, wanted in (("problem", problems), ("algorithm", algorithms)):
+        if wanted:
+            present = set(df[column].unique())
+            missing = sorted(set(wanted) - present)
+            if missing:
+                raise UserError(
+                    f"no runs of {column} {', '.join(repr(m) for m in missing)} in "
+                    f"{', '.join(map(str, folders))} (present: {', '.join(sorted(present))})"
+                )
+            df = df[df[column].isin(list(wanted))]
+    return df.reset_index(drop=True)

@@ -10,6 +10,7 @@ is censored says how many of its seeds were.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,6 +23,7 @@ __all__ = [
     "cell",
     "fmt",
     "quantile_frame",
+    "tex",
     "to_latex",
     "to_markdown",
     "wide",
@@ -96,7 +98,8 @@ def to_markdown(df: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-_LATEX = {
+# LaTeX's ten special characters, escaped as text
+_TEXT = {
     "\\": r"\textbackslash{}",
     "&": r"\&",
     "%": r"\%",
@@ -106,40 +109,77 @@ _LATEX = {
     "{": r"\{",
     "}": r"\}",
     "~": r"\textasciitilde{}",
-    "^": r"\^{}",
-    "∞": r"$\infty$",
-    "−": "-",
-    "×": r"$\times$",
-    "–": "--",
-    "ε": r"$\varepsilon$",
-    "Φ": r"$\Phi$",
-    "∇": r"$\nabla$",
-    "‖": r"$\|$",
+    "^": r"\textasciicircum{}",
 }
+# Unicode math in cells and captions, as LaTeX math (\ensuremath, so that two neighbours
+# never make the display-math token $$)
+_MATH = {
+    "∞": r"\infty",
+    "≤": r"\le",
+    "≥": r"\ge",
+    "∝": r"\propto",
+    "×": r"\times",
+    "±": r"\pm",
+    "·": r"\cdot",
+    "√": r"\surd",
+    "∫": r"\int",
+    "∇": r"\nabla",
+    "‖": r"\|",
+    "ε": r"\varepsilon",
+    "Φ": r"\Phi",
+    "ρ": r"\rho",
+    "τ": r"\tau",
+    "η": r"\eta",
+    "σ": r"\sigma",
+    "−": "-",
+}
+_PLAIN = {"–": "--", "—": "---", "…": r"\dots{}", "°": r"\textdegree{}"}
+# the scripts our captions write: "ε^(-b)" and "∫_1^4"
+_SCRIPT = re.compile(r"\^\(([^()]*)\)|([∫])_(\w+)\^(\w+)")
 
 
-def _tex(text: str) -> str:
-    return "".join(_LATEX.get(ch, ch) for ch in str(text))
+def _math(text: str) -> str:
+    return "".join(_MATH.get(ch, _TEXT.get(ch, ch)) for ch in text)
+
+
+def _chars(text: str) -> str:
+    out = []
+    for ch in text:
+        if ch in _MATH:
+            out.append(rf"\ensuremath{{{_MATH[ch]}}}" if ch != "−" else "-")
+        else:
+            out.append(_TEXT.get(ch) or _PLAIN.get(ch) or ch)
+    return "".join(out)
+
+
+def tex(text: object) -> str:
+    """``text`` as LaTeX: its special characters escaped, its Unicode math (∞, ≤, ∝, ε,
+    ...) as math, and the scripts ``a^(x)`` / ``∫_a^b`` as super- and subscripts."""
+    text, out, pos = str(text), [], 0
+    for m in _SCRIPT.finditer(text):
+        out.append(_chars(text[pos : m.start()]))
+        if m.group(1) is not None:
+            out.append(rf"\ensuremath{{^{{{_math(m.group(1))}}}}}")
+        else:
+            out.append(rf"\ensuremath{{{_MATH[m.group(2)]}_{{{m.group(3)}}}^{{{m.group(4)}}}}}")
+        pos = m.end()
+    out.append(_chars(text[pos:]))
+    return "".join(out)
 
 
 def to_latex(df: pd.DataFrame, caption: str = "") -> str:
-    """A booktabs ``table`` environment (needs ``\\usepackage{booktabs}``)."""
-    spec = "l" * len(df.columns)
-    lines = [
-        r"\begin{table}[t]",
-        r"\centering",
-        r"\small",
-        rf"\begin{{tabular}}{{{spec}}}",
-        r"\toprule",
-        " & ".join(_tex(c) for c in df.columns) + r" \\",
-        r"\midrule",
-    ]
-    lines += [" & ".join(_tex(v) for v in row) + r" \\" for row in df.itertuples(index=False)]
-    lines += [r"\bottomrule", r"\end{tabular}"]
-    if caption:
-        lines.append(rf"\caption{{{_tex(caption)}}}")
-    lines.append(r"\end{table}")
-    return "\n".join(lines) + "\n"
+    """A booktabs ``table`` environment through :meth:`pandas.io.formats.style.Styler.to_latex`
+    (needs ``\\usepackage{booktabs}``); every cell, header and the caption go through
+    :func:`tex`."""
+    styler = df.style.hide(axis="index").format(tex).format_index(tex, axis=1)
+    return styler.to_latex(
+        column_format="l" * len(df.columns),
+        position="t",
+        position_float="centering",
+        hrules=True,
+        caption=tex(caption) if caption else None,
+        environment="table",
+    )
 
 
 def write_table(

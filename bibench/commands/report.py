@@ -1,15 +1,17 @@
-"""``bibench report``: every figure and table of a results folder, from the stored table
-alone (see :mod:`bibench.analysis.report`)."""
+"""``bibench report``: every figure and table of one or more results folders, from the
+stored tables alone (see :mod:`bibench.analysis.report`); ``--html`` adds one
+self-contained page (:mod:`bibench.analysis.html`). Several ``--results`` folders are
+compared as one table (a new plugin's runs beside stored baselines), ``--problems`` /
+``--algorithms`` keep only those registered names."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from bibench import store
-from bibench.analysis.fits import METHODS
-from bibench.analysis.report import ReportOptions, write_report
 from bibench.errors import UserError
+
+FIT_METHODS = ("ols", "theil-sen")  # bibench.analysis.fits.METHODS, without importing it
 
 
 def _floats(text: str, what: str) -> tuple[float, ...]:
@@ -24,7 +26,12 @@ def _floats(text: str, what: str) -> tuple[float, ...]:
 
 def register(sub) -> None:
     p = sub.add_parser("report", help="figures and tables of a results folder")
-    p.add_argument("--results", required=True, metavar="DIR", help="results folder of 'run'")
+    p.add_argument("--results", required=True, nargs="+", action="extend", metavar="DIR",
+                   help="results folder(s) of 'run' (several: compared as one)")  # fmt: skip
+    p.add_argument("--problems", help="comma list of problem names to keep")
+    p.add_argument("--algorithms", help="comma list of algorithm names to keep")
+    p.add_argument("--html", action="store_true",
+                   help="also write OUT/report.html, one self-contained page")  # fmt: skip
     p.add_argument("--out", metavar="DIR", help="output folder (default DIR/_report)")
     p.add_argument(
         "--metric",
@@ -52,7 +59,7 @@ def register(sub) -> None:
         dest="eps_min",
         help="smallest target of the complexity grid",
     )
-    p.add_argument("--fit-method", choices=sorted(METHODS), default="ols", dest="fit_method")
+    p.add_argument("--fit-method", choices=FIT_METHODS, default="ols", dest="fit_method")
     p.add_argument(
         "--n-boot",
         type=int,
@@ -65,10 +72,14 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
+def _names(text: str | None) -> list[str] | None:
+    return [n.strip() for n in text.split(",") if n.strip()] if text else None
+
+
 def run(args: argparse.Namespace) -> int:
-    results = Path(args.results)
-    if not (results / store.RESULTS_FILE).is_file():
-        raise UserError(f"no results table in {results} (expected {store.RESULTS_FILE})")
+    from bibench.analysis.report import ReportOptions, write_report
+    from bibench.analysis.runs import load_results
+
     fit_range = _floats(args.fit_range, "--fit-range")
     if len(fit_range) != 2:
         raise UserError(f"bad value for --fit-range: '{args.fit_range}' (two numbers)")
@@ -76,9 +87,12 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"bad value for --eps-min: {args.eps_min} (in (0, 1))")
     if args.n_boot < 0:
         raise UserError(f"bad value for --n-boot: {args.n_boot} (>= 0)")
-    df = store.load(results, include_stale=args.include_stale)
+    folders = [Path(r) for r in args.results]
+    df = load_results(folders, _names(args.problems), _names(args.algorithms),
+                      include_stale=args.include_stale)
     if args.metric not in df.columns:
-        raise UserError(f"unknown metric '{args.metric}' (not a column of {results})")
+        where = ", ".join(map(str, folders))
+        raise UserError(f"unknown metric '{args.metric}' (not a column of {where})")
     opts = ReportOptions(
         metric=args.metric,
         table_eps=_floats(args.eps, "--eps"),
@@ -89,13 +103,31 @@ def run(args: argparse.Namespace) -> int:
         n_boot=args.n_boot,
     )
     # "_": pandas.read_parquet(DIR) skips it, as it skips DIR/_runs
-    out = Path(args.out) if args.out else results / "_report"
+    out = Path(args.out) if args.out else folders[0] / "_report"
     written = write_report(df, out, opts)
+    if args.html:
+        written.append((html_report(df, out, written, opts), "self-contained HTML page"))
     for path, what in written:
-        if path.suffix in (".png", ".md"):
+        if path.suffix in (".png", ".md", ".html"):
             print(f"{path}  ({what})")
     print(
         f"bibench: report of {df['run_id'].nunique()} runs written to {out} "
         f"(PNG+PDF figures, MD/TeX/CSV tables; index {out / 'report.md'})"
     )
     return 0
+
+
+def html_report(df, out: Path, written, opts) -> Path:
+    """``out/report.html``: the curves of the report's metrics and the numeric tables."""
+    import pandas as pd
+
+    from bibench.analysis import html
+    from bibench.analysis.report import CURVE_METRICS, CURVE_X
+    from bibench.analysis.runs import METRIC_TEXT, X_LABELS, prepare
+
+    tables = [(what, pd.read_csv(p)) for p, what in written if p.suffix == ".csv"]
+    tables.sort(key=lambda t: "leaderboard" not in t[0].lower())  # the leaderboard first
+    metrics = list(dict.fromkeys([opts.metric, *CURVE_METRICS]))
+    data = html.curve_data(prepare(df), metrics, CURVE_X, n_grid=opts.n_grid)
+    return html.write_html(out / "report.html", tables, data, metric_labels=METRIC_TEXT,
+                           x_labels=X_LABELS)  # fmt: skip

@@ -37,6 +37,7 @@ __all__ = ["describe", "draw", "picture_data", "register", "run"]
 
 N_GRID = 241  # heatmap resolution per axis
 N_SET = 600  # points of S(x) drawn
+PICTURE_FORMATS = ("png", "pdf", "svg")
 
 
 def register(sub) -> None:
@@ -46,8 +47,9 @@ def register(sub) -> None:
                    help="problem parameters, e.g. dim_y=2,radius=0.5")  # fmt: skip
     p.add_argument("--x", metavar="X1,X2,...",
                    help="upper variable (default: the initial x of seed 0)")  # fmt: skip
-    p.add_argument("--out", metavar="FILE.png",
-                   help="picture path (default results/show/PROBLEM.png)")  # fmt: skip
+    p.add_argument("--out", metavar="FILE",
+                   help="picture path, written as given; its suffix (.png, .pdf, .svg) sets the "
+                   "format, PNG when it has none (default results/show/PROBLEM.png)")  # fmt: skip
     p.add_argument("--plugin", action="append", default=[], metavar="FILE.py",
                    help="extra plugin file (repeatable)")  # fmt: skip
     p.set_defaults(func=run)
@@ -202,13 +204,18 @@ def draw(data: dict[str, Any], path: Path, title: str) -> None:
     leg.get_frame().set_facecolor("lightgray")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    # an explicit format: without one matplotlib would write FILE.png for FILE
+    fig.savefig(path, format=path.suffix[1:].lower() or "png")
     plt.close(fig)
 
 
 def run(args: argparse.Namespace) -> int:
     discover(args.plugin)
     problem = build_problem(args.problem, args.params)
+    path = Path(args.out) if args.out else Path("results") / "show" / f"{problem.name}.png"
+    if path.suffix and path.suffix[1:].lower() not in PICTURE_FORMATS:
+        known = ", ".join("." + f for f in PICTURE_FORMATS)
+        raise UserError(f"bad value for --out: {path} (suffix one of {known}, or none for PNG)")
     x = upper_point(problem, args.x)
     print(describe(problem, x, "given by --x" if args.x else "initial x of seed 0"))
     data = picture_data(problem, x)
@@ -216,7 +223,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"no picture: dim_y = {problem.dim_y} and S(x) does not lie in a plane "
               "(plot_plane)")  # fmt: skip
         return 0
-    path = Path(args.out) if args.out else Path("results") / "show" / f"{problem.name}.png"
     xs = ", ".join(f"{v:.3g}" for v in x[0].tolist())
     extra = "" if problem.dim_y == 2 else f" (plane slice of R^{problem.dim_y})"
     draw(data, path, f"{problem.name}: g(x, ·) at x = ({xs}){extra}")

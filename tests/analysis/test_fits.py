@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bibench.analysis.fits import fit_exponent, fit_rate, ols, theil_sen
+from bibench.analysis.fits import MIN_POINTS, fit_exponent, fit_loglog, fit_rate, ols, theil_sen
 
 
 def test_ols_and_theil_sen_are_exact_on_a_line():
@@ -81,3 +81,53 @@ def test_bootstrap_ci_covers_the_planted_exponent_most_of_the_time():
         fit_exponent(planted(1.5, 8, eps, rng, 0.2), eps, n_boot=200).covers(1.5) for _ in range(40)
     ]
     assert np.mean(hits) >= 0.8
+
+
+def test_slope_needs_min_points_and_matches_scipy():
+    from scipy import stats
+
+    rng = np.random.default_rng(7)
+    x = np.arange(6.0)
+    y = 10 ** (0.5 + 1.7 * x + rng.normal(0, 0.05, (4, 6)))
+    fit = fit_loglog(x, y, n_boot=0)
+    med = np.median(np.log10(y), axis=0)
+    assert fit.slope == pytest.approx(stats.linregress(x, med).slope, rel=1e-12)
+    assert not fit.too_few and fit.n_points == 6
+    few = fit_loglog(x[: MIN_POINTS - 1], y[:, : MIN_POINTS - 1], n_boot=100)
+    assert few.too_few and few.n_points == MIN_POINTS - 1
+    assert np.isnan(few.slope) and np.isnan(few.ci_low) and np.isnan(few.ci_high)
+    assert few.text() == f"too few points ({MIN_POINTS - 1})"
+    # censored medians do not count towards the minimum
+    y[:3, -2:] = np.inf
+    assert fit_loglog(x, y, n_boot=0).too_few  # 4 finite medians left
+
+
+def test_known_slope_and_theil_sen_intercept():
+    x = np.array([0.0, 1.0, 2.0, 3.0, 4.0])
+    y = np.array([1.0, 3.0, 5.0, 7.0, 30.0])  # slope 2 but for one outlier
+    assert ols(x, y) == pytest.approx((6.2, -3.2))  # hand: Sxy/Sxx = 62/10, 9.2 - 6.2 * 2
+    assert theil_sen(x, y) == pytest.approx((2.0, 1.0))
+
+
+def test_bca_interval_is_not_the_percentile_one():
+    """On a skewed statistic the BCa interval differs from the plain percentile interval
+    of the same resamples (a percentile CI would pass the coverage test too)."""
+    from scipy import stats
+
+    rng = np.random.default_rng(11)
+    eps = np.logspace(-1, -4, 10)
+    n = planted(1.5, 9, eps, rng, 0.4)
+    fit = fit_exponent(n, eps, n_boot=400, seed=1)
+    logn = np.log10(n)
+    x = -np.log10(eps)
+
+    def slope(idx):
+        return stats.linregress(x, np.median(logn[idx.astype(int)], axis=0)).slope
+
+    args = dict(vectorized=False, n_resamples=400, confidence_level=0.95)
+    bca = stats.bootstrap((np.arange(9),), slope, method="BCa", rng=np.random.default_rng(1),
+                          **args)  # fmt: skip
+    pct = stats.bootstrap((np.arange(9),), slope, method="percentile",
+                          rng=np.random.default_rng(1), **args)  # fmt: skip
+    assert (fit.ci_low, fit.ci_high) == pytest.approx(tuple(bca.confidence_interval), rel=1e-12)
+    assert fit.ci_low != pytest.approx(pct.confidence_interval.low, rel=1e-6)

@@ -82,3 +82,18 @@ def test_art_and_success_rate_by_hand():
     assert table.loc["B", "aRT"] == pytest.approx(40.0)
     t = instance_costs(hits)
     assert t.loc[("p", 0)].tolist() == [70.0, 40.0]
+
+
+def test_ecdf_with_censoring_is_kaplan_meier_by_hand():
+    """Solved at 10 and 30; unsolved runs stopped at 20 and at 50; one diverged (never).
+    KM: S(10) = 4/5; the run censored at 20 leaves 3 at risk at 30, S(30) = 4/5 · 2/3."""
+    n = np.array([10.0, 30.0, np.inf, np.inf, np.inf])
+    stop = np.array([100.0, 100.0, 20.0, 50.0, np.inf])
+    got = ecdf(n, np.array([5.0, 10.0, 25.0, 30.0, 1e6]), stop)
+    np.testing.assert_allclose(got, [0.0, 1 / 5, 1 / 5, 7 / 15, 7 / 15], rtol=1e-12)
+    # the plain fraction counts the censored runs as failures for ever: 2/5 < 7/15
+    assert ecdf(n, np.array([30.0]))[0] == pytest.approx(2 / 5)
+    # one common budget (every unsolved run stopped at the same cost beyond the events):
+    # Kaplan-Meier is the plain fraction
+    common = ecdf(n, np.array([10.0, 30.0]), np.full(5, 100.0))
+    np.testing.assert_allclose(common, [1 / 5, 2 / 5], rtol=1e-12)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import math
+import shutil
+import subprocess
 
 import numpy as np
 import pandas as pd
+import pytest
 
-from bibench.analysis.tables import cell, fmt, quantile_frame, to_latex, to_markdown, wide
+from bibench.analysis.tables import cell, fmt, quantile_frame, tex, to_latex, to_markdown, wide
 from bibench.analysis.theory import regime, theoretical_exponent
 
 
@@ -45,7 +48,61 @@ def test_wide_markdown_and_latex():
     md = to_markdown(disp)
     assert md.splitlines()[2] == "| x | 1 [0.5, 1.5] | 2 [1.5, 2.5] |"
     tex = to_latex(pd.DataFrame({"a_b": ["∞ × 2"]}), "N(ε)")
-    assert r"a\_b" in tex and r"$\infty$ $\times$ 2" in tex and r"\caption{N($\varepsilon$)}" in tex
+    assert r"a\_b" in tex and r"\ensuremath{\infty} \ensuremath{\times} 2" in tex
+    assert r"\caption{N(\ensuremath{\varepsilon})}" in tex
+
+
+NASTY = pd.DataFrame(
+    {
+        "algorithm_setting": ["aid_cg[lr_x=0.3]", "stocbio"],
+        "ε / m(x0) = 1e-3": ["5 [1, ∞] (1/5 ∞)", "‖∇Φ(x)‖ ≤ ε, −2 – 3"],
+        "50% & #1": ["{x} ~ \\ $", "a^b ± 1 · √2"],
+    }
+)
+CAPTION = "fitted b of N(ε) ∝ ε^(-b); (1/(4-1)) ∫_1^4 ρ(τ) dτ; ∞ = diverged"
+
+
+@pytest.mark.parametrize(
+    ("text", "latex"),
+    [
+        ("a_b & 50%", r"a\_b \& 50\%"),
+        ("#{x}~$", r"\#\{x\}\textasciitilde{}\$"),
+        ("\\", r"\textbackslash{}"),
+        ("a^b", r"a\textasciicircum{}b"),
+        ("ε ≤ 1e-3", r"\ensuremath{\varepsilon} \ensuremath{\le} 1e-3"),
+        ("N ∝ ε^(-b)", r"N \ensuremath{\propto} \ensuremath{\varepsilon}\ensuremath{^{-b}}"),
+        ("∫_1^4 ρ", r"\ensuremath{\int_{1}^{4}} \ensuremath{\rho}"),
+        ("‖∇Φ‖", r"\ensuremath{\|}\ensuremath{\nabla}\ensuremath{\Phi}\ensuremath{\|}"),
+        ("−2 – 3", "-2 -- 3"),
+    ],
+)
+def test_tex_escapes_specials_and_maps_unicode_math(text, latex):
+    assert tex(text) == latex
+
+
+def test_latex_table_is_booktabs_through_the_styler():
+    out = to_latex(NASTY, CAPTION)
+    lines = out.splitlines()
+    assert lines[0] == r"\begin{table}[t]" and lines[-1] == r"\end{table}"
+    assert r"\begin{tabular}{lll}" in out and r"\toprule" in out and r"\bottomrule" in out
+    assert r"aid\_cg[lr\_x=0.3] & 5 [1, \ensuremath{\infty}] (1/5 \ensuremath{\infty})" in out
+    assert "≤" not in out and "∝" not in out and "∞" not in out and r"\^{}" not in out
+    assert len([ln for ln in lines if ln.endswith(r"\\")]) == 3  # header + 2 rows
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="no LaTeX engine installed")
+def test_latex_tables_compile(tmp_path):
+    body = to_latex(NASTY, CAPTION) + to_latex(pd.DataFrame({"a": [1.5, math.inf]}), "ε")
+    doc = "\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n"
+    (tmp_path / "t.tex").write_text(doc + body + "\\end{document}\n", encoding="utf-8")
+    proc = subprocess.run(
+        ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "t.tex"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    log = (tmp_path / "t.log").read_text(errors="replace")
+    assert "Missing character" not in log and "Undefined control sequence" not in log
+    assert (tmp_path / "t.pdf").read_bytes()[:4] == b"%PDF"
 
 
 def test_theoretical_exponents():

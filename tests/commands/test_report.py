@@ -14,9 +14,8 @@ EPS = (0.3, 0.1, 0.01)
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory):
+def results(tmp_path_factory):
     results = tmp_path_factory.mktemp("results")
-    out = tmp_path_factory.mktemp("report")
     code = main(
         [
             "run",
@@ -34,6 +33,12 @@ def report(tmp_path_factory):
         ]
     )
     assert code == 0
+    return results
+
+
+@pytest.fixture(scope="module")
+def report(results, tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
     code = main(
         [
             "report",
@@ -93,6 +98,11 @@ def test_n_eps_table_equals_the_stored_rows_by_hand(report):
     df, out = report
     table = pd.read_csv(out / "n_eps.csv")
     expected = by_hand_n_eps(df)
+    # numeric targets, sorted numerically (largest first) within each setting
+    m0 = np.median(df[df["step"] == 0]["hypergrad_norm"])
+    for _, part in table.groupby(["problem_setting", "algorithm_setting"]):
+        assert list(part["eps_given"]) == list(EPS)
+        np.testing.assert_allclose(part["eps"], np.array(EPS) * m0, rtol=1e-12)
     assert len(table) == len(expected)
     for row in table.itertuples():
         alg = row.algorithm_setting.split("[")[0]
@@ -185,3 +195,25 @@ def test_leaderboard_covers_both_regimes_and_keeps_failures(two_regimes):
     assert "### stochastic" in text and "✗ diverged (0%)" in text
     # a failure counts as unsolved in the profile score
     assert "| soba | ✗ diverged (0%) | 0 |" in text
+
+
+def test_report_over_two_folders_filters_and_keeps_each_run_once(results, tmp_path, capsys):
+    """A new folder (soba, plus aid_cg seeds 0-1 that the first folder already holds) is
+    compared with the stored baselines: both algorithms appear, the shared runs once."""
+    new = tmp_path / "new"
+    assert main(["run", "--problems", "quadratic", "--algorithms", "aid_cg,soba", "--seeds", "2",
+                 "--budget", "3000", "--out", str(new), "--quiet"]) == 0  # fmt: skip
+    out = tmp_path / "rep"
+    code = main(["report", "--results", str(results), "--results", str(new), "--algorithms",
+                 "aid_cg,soba", "--out", str(out), "--n-boot", "0", "--eps", "0.1",
+                 "--html"])  # fmt: skip
+    assert code == 0
+    table = pd.read_csv(out / "final.csv").set_index("algorithm_setting")
+    assert sorted(table.index) == ["aid_cg", "soba"]  # stocbio filtered out
+    assert table.loc["aid_cg", "n"] == 3 and table.loc["soba", "n"] == 2
+    assert "report of 5 runs" in capsys.readouterr().out
+    page = (out / "report.html").read_text()
+    assert '"soba": {"lo"' in page and '"stocbio"' not in page
+    code = main(["report", "--results", str(results), "--problems", "quadratc"])
+    err = capsys.readouterr().err
+    assert code == 2 and "no runs of problem 'quadratc'" in err

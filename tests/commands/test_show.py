@@ -101,3 +101,19 @@ def test_show_user_errors_are_one_line(capsys, args, needle):
     assert code == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("bibench: error:") and needle in lines[0]
+
+
+@pytest.mark.parametrize(("name", "magic"), [("pic", b"\x89PNG"), ("pic.pdf", b"%PDF"),
+                                             ("pic.svg", b"<?xml")])  # fmt: skip
+def test_show_out_writes_exactly_the_given_path(tmp_path, capsys, name, magic):
+    path = tmp_path / name
+    code, out, _ = run_cli(capsys, "show", "hat", "--params", "dim_x=2,dim_y=2", "--out", path)
+    assert code == 0 and f"picture: {path}\n" in out
+    assert path.read_bytes()[: len(magic)] == magic
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]  # not pic.png beside pic
+
+
+def test_show_out_with_an_unknown_suffix_is_refused_before_drawing(tmp_path, capsys):
+    code, out, err = run_cli(capsys, "show", "hat", "--out", tmp_path / "pic.jpgg")
+    assert code == 2 and "bad value for --out" in err and ".png, .pdf, .svg" in err
+    assert out == "" and list(tmp_path.iterdir()) == []
