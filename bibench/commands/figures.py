@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import pandas as pd
+
 from bibench import config
 from bibench.papers import PAPERS
 from bibench.papers.core import config_path, run_experiment
@@ -37,16 +39,22 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     paper = PAPERS[args.paper]
-    name = paper.EXPERIMENTS[0]
-    path = Path(args.config) if args.config else config_path(name)
-    data = config.load_yaml(path)
-    if args.quick:
-        data.update(paper.QUICK[name])
+    names = [None] if args.config else getattr(paper, "FIGURE_EXPERIMENTS", paper.EXPERIMENTS[:1])
     out = Path(args.out) / f"{args.paper}{'-quick' if args.quick else ''}"
     lines: list[str] = []
-    df, failed = run_experiment(data, out, label=f"{paper.TITLE} from {path}",
-                                device=args.device, progress=not args.quiet,
-                                on_summary=lines.append)  # fmt: skip
+    frames, failed = [], False
+    for i, name in enumerate(names):
+        path = Path(args.config) if name is None else config_path(name)
+        data = config.load_yaml(path)
+        if args.quick and name is not None:
+            data.update(paper.QUICK[name])
+        # the first experiment in OUT itself, any further one in OUT/<name>
+        df, bad = run_experiment(data, out if i == 0 else out / name,
+                                 label=f"{paper.TITLE} from {path}", device=args.device,
+                                 progress=not args.quiet, on_summary=lines.append)  # fmt: skip
+        frames.append(df)
+        failed |= bad
+    df = pd.concat(frames, ignore_index=True)
     outputs = paper.draw(df, out / "_figures")
     for line in lines:
         print(f"bibench: {line}")

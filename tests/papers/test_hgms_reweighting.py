@@ -94,3 +94,24 @@ def test_claims_verdicts_follow_the_interval():
     lost = hr.claims(_frame([0.9] * 3, [0.8] * 3, good, hg_status="diverged"))
     assert lost[0]["verdict"] == "not comparable: 0/3 pairs finished (HG-MS diverged in 3)"
     assert len(lost) == 2  # no weights claim without a finished HG-MS run
+
+
+def test_hgms_paper_claim_flips_with_the_evidence():
+    """``claims --paper hgms`` turns the paired intervals into the paper's verdict: higher
+    on every pair -> reproduced, lower -> not reproduced, HG-MS diverged -> not testable."""
+    from bibench.papers import hgms
+
+    good = {"clean": 0.5, "noised": 0.1, "off_target": 0.05}
+    frame = _frame([0.82, 0.85, 0.81, 0.84, 0.83], [0.80, 0.82, 0.80, 0.81, 0.80], good)
+    frame["problem"] = "source_reweighting"
+    acc, weights = hgms.claim_reweighting(frame)
+    assert acc.verdict == "reproduced" and "aid_cg: +0.0240" in acc.evidence
+    assert weights.verdict == "reproduced"
+    lower = _frame([0.70, 0.71, 0.72], [0.80, 0.82, 0.81], good)
+    lower["problem"] = "source_reweighting"
+    assert hgms.claim_reweighting(lower)[0].verdict == "not reproduced"
+    lost = _frame([0.9] * 3, [0.8] * 3, good, hg_status="diverged")
+    assert hgms.claim_reweighting(lost.assign(problem="source_reweighting"))[0].verdict == (
+        "not testable here"
+    )
+    assert hgms.claim_reweighting(frame.iloc[:0])[0].verdict == "not testable here"
