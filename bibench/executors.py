@@ -514,8 +514,11 @@ class SlurmExecutor(Executor):
                 if finished:
                     try:
                         frames = job.result()
-                    except UncompletedJobError as exc:  # cancelled, timed out, node lost
-                        frames = failed_frames(b, "cpu", _one_line(exc))
+                    except UncompletedJobError:  # cancelled, timed out, killed, node lost
+                        # (the error's first line names only the missing result file)
+                        why = (f"submitit job {job.job_id} ended without a result "
+                               f"(state {job.state}); its logs are in {folder}")  # fmt: skip
+                        frames = failed_frames(b, "cpu", why)
                     yield b, frames
             pending = [p for p, finished in zip(pending, done) if not finished]
             if pending and not any(done):
