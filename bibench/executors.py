@@ -27,8 +27,10 @@ cancelled Slurm job) is recorded as ``failed`` with a one-line reason, so the ne
 ``run`` retries it; every other batch completes. The process pool finds the batch by
 the exit status of the worker that ran it (the pool's other workers are terminated by
 :mod:`concurrent.futures` when one dies, so their batches are resubmitted to a fresh
-pool). Pool workers exit when the main process dies (a thread polls the parent pid),
-so a killed ``run`` leaves no process holding memory.
+pool). Dask blames a lost worker on every batch it held, queued ones too, so a batch
+that never started on it is resubmitted (once) instead. Pool workers exit when the main
+process dies (a thread polls the parent pid), so a killed ``run`` leaves no process
+holding memory.
 
 BLAS threads: every worker process would by default start one BLAS/OpenMP thread per
 core, so ``workers`` processes oversubscribe the machine ``workers``-fold. Workers
@@ -417,20 +419,56 @@ class DaskExecutor(Executor):
             )  # fmt: skip
             client = Client(cluster)
         try:
-            futures = {
-                client.submit(run_payload, to_payload(b), self.device, self.setup, pure=False): b
-                for b in batches
-            }
-            for future in as_completed(futures):
+
+            def submit(batch: list[RunSpec]) -> Any:
+                payload = to_payload(batch)
+                return client.submit(_dask_payload, payload, self.device, self.setup, pure=False)
+
+            # future -> (batch, KilledWorker errors it had while never running)
+            pending = {submit(b): (b, 0) for b in batches}
+            completed = as_completed(pending)
+            for future in completed:
+                batch, kills = pending.pop(future)
                 try:
                     frames = future.result()
-                except KilledWorker as exc:  # the workers that ran it died (retried by Dask)
-                    frames = failed_frames(futures[future], "cpu", _one_line(exc))
-                yield futures[future], frames
+                except KilledWorker as exc:  # the workers that held it died (retried by Dask)
+                    # Dask also blames a batch queued on a dying worker: resubmit one
+                    # that never ran (once; its start may also be the event that was lost)
+                    if kills + 1 < POOL_BREAKS and not _was_running(client, future.key):
+                        retry = submit(batch)
+                        pending[retry] = (batch, kills + 1)
+                        completed.add(retry)
+                        continue
+                    frames = failed_frames(batch, "cpu", _one_line(exc))
+                yield batch, frames
         finally:
             client.close()
             if cluster is not None:
                 cluster.close()
+
+
+DASK_EVENTS = "bibench-batch"  # the scheduler's event topic: ("start" | "end", task key)
+
+
+def _dask_payload(payload: Payload, device: str | None, setup: WorkerSetup) -> list[pd.DataFrame]:
+    """:func:`run_payload` on a Dask worker, logging its start and end to the scheduler,
+    so a lost worker is blamed on the batch that was running on it."""
+    from distributed import get_worker
+
+    worker = get_worker()
+    key = worker.get_current_task()
+    worker.log_event(DASK_EVENTS, ("start", key))
+    try:
+        return run_payload(payload, device, setup)
+    finally:
+        worker.log_event(DASK_EVENTS, ("end", key))
+
+
+def _was_running(client: Any, key: Any) -> bool:
+    """Whether the task ``key`` started on a worker and never ended (it was running when
+    its worker died)."""
+    events = [msg for _, msg in client.get_events(DASK_EVENTS) if msg[1] == key]
+    return sum(e[0] == "start" for e in events) > sum(e[0] == "end" for e in events)
 
 
 class SlurmExecutor(Executor):
@@ -476,8 +514,11 @@ class SlurmExecutor(Executor):
                 if finished:
                     try:
                         frames = job.result()
-                    except UncompletedJobError as exc:  # cancelled, timed out, node lost
-                        frames = failed_frames(b, "cpu", _one_line(exc))
+                    except UncompletedJobError:  # cancelled, timed out, killed, node lost
+                        # (the error's first line names only the missing result file)
+                        why = (f"submitit job {job.job_id} ended without a result "
+                               f"(state {job.state}); its logs are in {folder}")  # fmt: skip
+                        frames = failed_frames(b, "cpu", why)
                     yield b, frames
             pending = [p for p, finished in zip(pending, done) if not finished]
             if pending and not any(done):
