@@ -162,7 +162,11 @@ class SourceReweightingNN(SourceMixture):
             if bool((torch.linalg.vector_norm(gr, dim=-1) <= self.params.ref_tol).all()):
                 return y
             step = torch.zeros_like(y)
-            step[:, mask] = -torch.linalg.solve(hess(y), gr[..., None])[..., 0]
+            # SPD (a convex loss + c I): Cholesky, and MKL's threaded LU (getrf) fails
+            # after torch.set_num_threads changes the thread count in-process
+            step[:, mask] = -torch.cholesky_solve(gr[..., None], torch.linalg.cholesky(hess(y)))[
+                ..., 0
+            ]
             f0, slope, t = obj(y), (gr * step[:, mask]).sum(-1), torch.ones(y.shape[0])
             for _ in range(40):
                 ok = obj(y + t[:, None] * step) <= f0 + 1e-4 * t * slope + 1e-15 * f0.abs()
@@ -221,7 +225,8 @@ class SourceReweightingNN(SourceMixture):
         h = self._hessian("train", self.coefficients(x, None), ys, ~self.hidden)
         h = h + self.params.c * torch.eye(h.shape[-1], dtype=h.dtype, device=h.device)
         xi = torch.zeros_like(ys)
-        xi[:, obs] = torch.linalg.solve(h, self.grad_y_f(x, ys)[:, obs, None])[..., 0]
+        rhs = self.grad_y_f(x, ys)[:, obs, None]
+        xi[:, obs] = torch.cholesky_solve(rhs, torch.linalg.cholesky(h))[..., 0]  # SPD
         return self.grad_x_f(x, ys) - self.cross_xy_g(x, ys, xi)
 
     def dist_to_solution_set(self, x, y):

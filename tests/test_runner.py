@@ -140,13 +140,14 @@ def test_required_columns_are_present():
 
 
 def test_divergence_is_detected_on_the_measured_metrics():
-    """F2BA at its defaults under oracle noise keeps finite, bounded iterates while ‖∇Φ‖ and
-    Φ − Φ* explode (~1e8 and ~1e15 at 10,000 calls): the metric rule stops it, keeps its
-    rows up to the divergence, and names the metric."""
+    """AID-CG at an upper step far above 2/L_Φ on the quadratic: x grows geometrically but
+    stays far below the iterate bound 1e10 (|x| ~ 1e5 when Φ ~ 1e10), so only the metric
+    rule can stop it; it keeps the rows up to the divergence and names the metric. (F2BA at
+    its old defaults under noise was the reported case; its noisy-oracle defaults no longer
+    blow up, tests/algorithms/test_f2ba.py.)"""
     from bibench.runner import METRIC_BLOWUP
 
-    frames = execute_batch(specs([("f2ba", {})], seeds=[0, 1], budget=10_000,
-                                 problem_params={"noise_std": 0.1}))  # fmt: skip
+    frames = execute_batch(specs([("aid_cg", {"lr_x": 3.0})], seeds=[0, 1], budget=10_000))
     for df in frames:
         assert set(df["status"]) == {"diverged"}
         error = df["error"].iloc[-1]
@@ -157,5 +158,5 @@ def test_divergence_is_detected_on_the_measured_metrics():
         # every earlier checkpoint was within the rule, and the run stopped at that one
         assert (df[metric].iloc[:-1].abs() <= METRIC_BLOWUP * max(1.0, abs(first))).all()
         assert error.endswith(f"at step {df['step'].iloc[-1]}")
-        assert len(df) > 5 and df["oracle_calls"].iloc[-1] < 10_000
+        assert len(df) >= 3 and df["oracle_calls"].iloc[-1] < 10_000
         assert df["step"].is_monotonic_increasing and not df.duplicated("step").any()

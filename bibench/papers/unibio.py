@@ -258,7 +258,7 @@ def draw(df: pd.DataFrame, out: Path) -> list[Output]:
 SLOPE_MARGIN = 0.05  # |s| must differ by 5 % of the larger |s| to count as an ordering
 NOISE_MARGIN = math.log10(2.0)  # noise must raise the final ||grad Phi|| at least 2x
 EXPONENT_MARGIN = 0.1  # b(8) - b(2) beyond 0.1
-P_RATE_EPS = np.logspace(-0.5, -2, 4)  # absolute targets on ||grad Phi|| for N(eps) on P11e
+P_RATE_EPS = np.logspace(-0.5, -2, 7)  # absolute targets on ||grad Phi|| for N(eps) on P11e
 PS = (2, 4, 6, 8)
 
 
@@ -403,12 +403,13 @@ def tune_shared_eta(problem: str, algorithm: str, out: Path, *, budget: int, poi
     over the tuning seeds."""
     from bibench.commands import tune
 
-    args = argparse.Namespace(
-        config=None, problems=problem, algorithms=algorithm, budget=budget, max_time=None,
-        tuning_seeds=seeds, eval_seeds=1, points=points, random=False, search_seed=0,
-        criterion="final", metric="hypergrad_norm", target=None, out=str(out), device=None,
-        plugin=None, quiet=True,
-    )  # fmt: skip
+    parser = argparse.ArgumentParser()
+    tune.register(parser.add_subparsers())  # the command's own flags and defaults
+    args = parser.parse_args(["tune", "--problems", problem, "--algorithms", algorithm,
+                              "--budget", str(budget), "--tuning-seeds", str(seeds),
+                              "--eval-seeds", "1", "--points", str(points), "--search-seed",
+                              "0", "--criterion", "final", "--out", str(out),
+                              "--quiet"])  # fmt: skip
     with contextlib.redirect_stdout(io.StringIO()):
         tune.run(args)
     (best,) = sorted(Path(out).glob("best_*.yml"))

@@ -238,7 +238,7 @@ def test_hard_instance_claim_flips():
 
 
 def _f2ba(rate):
-    calls = np.logspace(0, 7, 300)
+    calls = np.logspace(0, 17, 600)  # rate 4 reaches the smallest target 1e-4 at 1e16 calls
     settings = [({"noise_std": 0.0}, {}, s,
                  {"oracle_calls": calls, "hypergrad_norm": (1 + 0.02 * s) * calls ** (-1 / rate)})
                 for s in range(4)]  # fmt: skip
