@@ -275,17 +275,7 @@ class SourceReweightingNN(SourceMixture):
             self._baselines = out
         return self._baselines
 
-    @property
-    def phi_star(self) -> float:
-        self.baselines()
-        return float(self._phi_star)
-
     def metrics(self, x, y):
         out = super().metrics(x, y)
-        for name, yb in self.baselines().items():
-            out[f"test_acc_{name}"] = self.accuracy(yb, "test").expand(x.shape[0]).clone()
-            out[f"test_loss_{name}"] = self.test_loss(yb).expand(x.shape[0]).clone()
-        for k, name in enumerate(self.names):
-            out[f"oracle_w_{name}"] = self.oracle_weights[:, k].expand(x.shape[0]).clone()
         out["reference_residual"] = self.reference_residual(x)
         return out

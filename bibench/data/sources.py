@@ -269,4 +269,15 @@ class SourceMixture(Problem):
             ys = self.y_star(x)
             out["test_acc_at_y_star"] = self.accuracy(ys, "test")
             out["test_loss_at_y_star"] = self.test_loss(ys)
+            for name, yb in self.baselines().items():
+                out[f"test_acc_{name}"] = self.accuracy(yb, "test").expand(x.shape[0]).clone()
+                out[f"test_loss_{name}"] = self.test_loss(yb).expand(x.shape[0]).clone()
+            for k, name in enumerate(self.names):
+                out[f"oracle_w_{name}"] = self.oracle_weights[:, k].expand(x.shape[0]).clone()
             return out
+
+    @property
+    def phi_star(self) -> float:
+        """Φ at the oracle mixture (set by :meth:`baselines`)."""
+        self.baselines()
+        return float(self._phi_star)
