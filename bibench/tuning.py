@@ -397,7 +397,10 @@ def tune_file(
                     "diverged_fraction": float(row["diverged"]),
                 }
             )
-        experiments.append({**b["block"], "algorithms": algorithms})
+        # the benchmark runs at the budget the points were tuned at, never its own default
+        budget = b["config"].budget
+        run = {"budget": budget.max_calls, "checkpoint_ratio": budget.checkpoint_ratio}
+        experiments.append({**b["block"], **run, "algorithms": algorithms})
     share = per_run["wall_time_end"] / per_run["batch_size"]
     body = {
         "generated_by": command or f"bibench tune --config {path} --write {write}",

@@ -21,8 +21,9 @@ Per cell, over its :math:`n` repetitions with costs :math:`N_i(\varepsilon)`
   which stays above :math:`e`);
 * **rank** with ties: :math:`\mathrm{rank}_A = 1 + \#\{B : \mathrm{hi}_B <
   \mathrm{lo}_A\}`, the number of algorithms whose whole interval lies below A's, plus
-  one. Algorithms whose intervals overlap are tied unless a third separates them; a
-  failure ranks below every algorithm whose upper bound is finite.
+  one, among the cells that do not fail. Algorithms whose intervals overlap are tied
+  unless a third separates them. A failing cell gets no rank: its bootstrap lower bound
+  can be finite and overlap the winner's interval, which would list it "tied at rank 1".
 
 A claim "A beats B on family F in regime R" is made exactly when A's upper bound lies
 below B's lower bound (:func:`verdict`); otherwise the table reports a tie. The row's
@@ -154,8 +155,8 @@ def summarize(
             }
         )
     out = pd.DataFrame(rows)
-    out["rank"] = 0
-    for _, block in out.groupby(["regime", "family"], sort=False):
+    out["rank"] = pd.array([pd.NA] * len(out), dtype="Int64")
+    for _, block in out[~out["failed"]].groupby(["regime", "family"], sort=False):
         out.loc[block.index, "rank"] = rank_with_ties(block["lo"], block["hi"])
     return out
 
@@ -251,8 +252,8 @@ def markdown(summary: pd.DataFrame, all_scores: dict[str, pd.Series], e: float) 
         lines += ["", f"What the {regime} table supports (a CI wholly below the other's):", ""]
         part = summary[summary["regime"] == regime]
         for family, block in part.groupby("family", sort=True):
-            best = block[block["rank"] == 1]
-            if best["failed"].all():
+            best = block[block["rank"].eq(1).fillna(False)]
+            if best.empty:
                 lines.append(f"- {family}: every algorithm fails at ε")
                 continue
             names = "; ".join(

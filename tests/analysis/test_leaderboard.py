@@ -83,9 +83,23 @@ def test_failures_stay_with_their_reason():
     assert s.loc["aid_cg", "success"] == pytest.approx(0.4)
     assert s.loc["ttsa", "reason"] == "stalled" and s.loc["ttsa", "stalled_at"] == 0.5
     assert s.loc["soba", "median"] == 50 and s.loc["soba", "rank"] == 1
-    assert s.loc["aid_cg", "hi"] == inf and s.loc["ttsa", "rank"] == 2
+    assert s.loc["aid_cg", "hi"] == inf
+    assert pd.isna(s.loc["ttsa", "rank"]) and pd.isna(s.loc["aid_cg", "rank"])
     text = lb.markdown(s.reset_index(), lb.scores(h), 0.01)
     assert "✗ diverged (40%)" in text and "✗ stalled at 0.5·m0 (0%)" in text
+
+
+def test_a_failing_cell_gets_no_rank_even_when_its_interval_overlaps_the_winner():
+    inf = math.inf
+    # itd fails (3 of 5 censored) but its bootstrap lower bound (40-60) overlaps soba's
+    h = hits({"soba": [50] * 5, "itd": [inf, inf, inf, 40, 60], "ttsa": [inf] * 5})
+    s = lb.summarize(h, n_boot=500).set_index("algorithm")
+    assert s.loc["itd", "failed"] and s.loc["itd", "lo"] <= 50
+    assert s.loc["soba", "rank"] == 1 and pd.isna(s.loc["itd", "rank"])
+    text = lb.markdown(s.reset_index(), lb.scores(h), 0.01)
+    assert "- pl_curved: soba 50 [50, 50] beats" in text and "tied at rank 1" not in text
+    every = lb.summarize(hits({"itd": [inf, inf, inf, 40, 60], "ttsa": [inf] * 5}), n_boot=500)
+    assert "- pl_curved: every algorithm fails at ε" in lb.markdown(every, {}, 0.01)
 
 
 def test_a_failing_cell_counts_unsolved_in_the_score():

@@ -240,6 +240,7 @@ def test_tuned_file_holds_the_best_point_on_the_tuning_seeds(tuned_file):
     # cost: 2 regimes x 2 points x 2 seeds x 20 calls
     assert data["cost"]["runs"] == 8 and data["cost"]["oracle_calls"] == 160
     assert {o["regime"] for o in data["outcomes"]} == {"deterministic", "stochastic"}
+    assert [b["budget"] for b in data["experiments"]] == [20, 20]  # the tuning budget
 
 
 def test_the_benchmark_reports_only_the_evaluation_seeds(tuned_file, tmp_path):
@@ -247,6 +248,7 @@ def test_the_benchmark_reports_only_the_evaluation_seeds(tuned_file, tmp_path):
     bench = pd.read_parquet(root / "bench")
     assert sorted(bench["seed"].unique()) == [2, 3, 4]  # never a tuning seed
     assert bench["hp_lr_x"].unique().tolist() == [0.5]
+    assert bench["oracle_calls"].max() == 20  # evaluated at the budget it was tuned at
     assert main(["report", "--results", str(root / "bench"), "--out", str(tmp_path),
                  "--n-boot", "50"]) == 0  # fmt: skip
     cells = pd.read_csv(tmp_path / "leaderboard.csv")
