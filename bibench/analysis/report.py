@@ -144,10 +144,12 @@ def _exponent_display(num: pd.DataFrame) -> pd.DataFrame:
 
 
 def write_report(
-    results: pd.DataFrame, out: str | Path, opts: ReportOptions
+    results: pd.DataFrame, out: str | Path, opts: ReportOptions, claims: str | None = None
 ) -> list[tuple[Path, str]]:
     """Write every figure and table of a results table into ``out``; return
-    ``(path, description)`` for each output (PNG/PDF figures and MD/TeX/CSV tables)."""
+    ``(path, description)`` for each output (PNG/PDF figures and MD/TeX/CSV tables).
+    ``claims``: the seed papers' claims table (Markdown), a section after the
+    leaderboard."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     df = prepare(results)
@@ -300,6 +302,9 @@ def write_report(
     )
 
     bar.close()
+    if claims is not None:
+        (out / "seed_claims.md").write_text(claims)
+        lead += "\n## Seed-paper claims\n\n" + claims
     _index(out, written, notes, opts, lead)
     return written
 

@@ -16,12 +16,8 @@ import argparse
 import time
 from pathlib import Path
 
-import pandas as pd
-
-from bibench import config
 from bibench.analysis.tables import to_markdown
-from bibench.papers import PAPERS, claims_table
-from bibench.papers.core import config_path, run_experiment
+from bibench.papers import PAPERS, check, claims_table
 
 __all__ = ["register"]
 
@@ -39,24 +35,9 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     suffix = "-quick" if args.quick else ""
-    rows, failed = [], False
-    for name in [args.paper] if args.paper else list(PAPERS):
-        paper = PAPERS[name]
-        out = Path(args.out) / f"{name}{suffix}"
-        data = {}
-        for exp in paper.EXPERIMENTS:
-            data[exp] = config.load_yaml(config_path(exp))
-            if args.quick:
-                data[exp].update(paper.QUICK[exp])
-        configure = getattr(paper, "configure", None)
-        context = configure(data, out, args.quick) if configure else {}
-        frames = []
-        for exp, mapping in data.items():
-            df, bad = run_experiment(mapping, out / exp, label=f"{paper.TITLE}: {exp}",
-                                     device=args.device, progress=not args.quiet)  # fmt: skip
-            frames.append(df)
-            failed |= bad
-        rows += paper.claims(pd.concat(frames, ignore_index=True), context)
+    names = [args.paper] if args.paper else list(PAPERS)
+    rows, failed, _ = check(names, Path(args.out), quick=args.quick, device=args.device,
+                            progress=not args.quiet)  # fmt: skip
     table = claims_table(rows)
     text = to_markdown(table)
     out = Path(args.out)

@@ -69,7 +69,28 @@ def register(sub) -> None:
     )
     p.add_argument("--include-stale", action="store_true", dest="include_stale",
                    help="also count runs a code edit superseded")  # fmt: skip
+    p.add_argument("--claims", metavar="DIR",
+                   help="add the seed papers' claims, evaluated from the results stored by "
+                        "'bibench claims --out DIR' (nothing is computed)")  # fmt: skip
     p.set_defaults(func=run)
+
+
+def _seed_claims(folder: Path) -> str:
+    """The claims section: each paper's claims from ``folder`` (full runs where stored,
+    else the ``--quick`` ones), or why a paper is absent."""
+    from bibench.analysis.tables import to_markdown
+    from bibench.papers import PAPERS, check, claims_table
+
+    rows, notes = [], []
+    for name in PAPERS:
+        quick = not (folder / name).is_dir() and (folder / f"{name}-quick").is_dir()
+        got, _, why = check([name], folder, quick=quick, stored=True, progress=False)
+        rows += got
+        notes += why
+        if got and quick:
+            notes.append(f"{name}: from the --quick runs (smoke evidence)")
+    text = to_markdown(claims_table(rows)) if rows else "No paper's runs are stored here.\n"
+    return text + "".join(f"\n- note: {n}" for n in notes) + "\n"
 
 
 def _names(text: str | None) -> list[str] | None:
@@ -104,7 +125,8 @@ def run(args: argparse.Namespace) -> int:
     )
     # "_": pandas.read_parquet(DIR) skips it, as it skips DIR/_runs
     out = Path(args.out) if args.out else folders[0] / "_report"
-    written = write_report(df, out, opts)
+    claims = _seed_claims(Path(args.claims)) if args.claims else None
+    written = write_report(df, out, opts, claims=claims)
     if args.html:
         written.append((html_report(df, out, written, opts), "self-contained HTML page"))
     for path, what in written:

@@ -52,6 +52,7 @@ __all__ = [
     "not_testable",
     "only_when",
     "run_experiment",
+    "stored_experiment",
     "within",
 ]
 
@@ -201,6 +202,30 @@ def _known(entries, registry, what: str):
     return [(n, p) for n, p in entries if n in registry.entries]
 
 
+def _config(data: dict, out: Path, label: str, device: str | None) -> config.RunConfig:
+    data = {**data, "out": str(out)}
+    if device:
+        data["device"] = device
+    cfg = config.from_mapping(data)
+    discover(cfg.plugins)
+    cfg.problems = _known(cfg.problems, PROBLEMS, "problem")
+    cfg.algorithms = _known(cfg.algorithms, ALGORITHMS, "algorithm")
+    if not cfg.problems or not cfg.algorithms:
+        raise UserError(f"nothing to run for {label}: its problems or algorithms are not "
+                        "registered")  # fmt: skip
+    return cfg
+
+
+def stored_experiment(data: dict, out: Path, *, label: str) -> tuple[pd.DataFrame, int]:
+    """The stored rows of an experiment's runs in ``out``, computing nothing; and how many
+    of its runs are not stored (yet)."""
+    specs = config.expand(_config(data, out, label, None))
+    ids = {s.run_id for s in specs}
+    df = store.load(out) if out.is_dir() else pd.DataFrame({"run_id": []})
+    df = df[df["run_id"].isin(ids)]
+    return df, len(ids - set(df["run_id"]))
+
+
 def run_experiment(
     data: dict,
     out: Path,
@@ -212,16 +237,7 @@ def run_experiment(
 ) -> tuple[pd.DataFrame, bool]:
     """Run a config mapping into ``out`` (resumable), return its rows and whether any
     run failed. Names not registered are skipped with a note."""
-    data = {**data, "out": str(out)}
-    if device:
-        data["device"] = device
-    cfg = config.from_mapping(data)
-    discover(cfg.plugins)
-    cfg.problems = _known(cfg.problems, PROBLEMS, "problem")
-    cfg.algorithms = _known(cfg.algorithms, ALGORITHMS, "algorithm")
-    if not cfg.problems or not cfg.algorithms:
-        raise UserError(f"nothing to run for {label}: its problems or algorithms are not "
-                        "registered")  # fmt: skip
+    cfg = _config(data, out, label, device)
     specs = config.expand(cfg)
     print(f"bibench: {label}: {len(specs)} runs into {cfg.out}")
     summary = run_sweep(specs, cfg.out, device=str(resolve_device(cfg.device)), progress=progress)

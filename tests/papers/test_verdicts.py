@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bibench.papers import bgs, chen, claims_table, evaluate_claims, hgms, unibio
+from bibench.papers import bgs, chen, hgms, unibio
 from bibench.papers.core import (
     NOT_REPRODUCED,
     NOT_TESTABLE,
@@ -252,9 +252,3 @@ def test_f2ba_rate_claim_flips(rate, verdict):
     assert claim.verdict == verdict, claim.evidence
 
 
-def test_evaluate_claims_keeps_the_claims_whose_data_are_present():
-    rows = evaluate_claims(_f2ba(2.0))
-    assert [c.claim for c in rows] == [chen.claim_f2ba_rate(chen.prepare(_f2ba(2.0))).claim]
-    table = claims_table(rows)
-    assert list(table.columns) == [
-        "paper", "claim", "experiment", "evidence (95% CI over seeds)", "verdict"]
