@@ -34,7 +34,9 @@ holding memory.
 
 BLAS threads: every worker process would by default start one BLAS/OpenMP thread per
 core, so ``workers`` processes oversubscribe the machine ``workers``-fold. Workers
-therefore run ``cores // workers`` torch threads (at least one).
+therefore run ``cores // workers`` torch threads (at least one), set once per worker;
+a batch that runs in the main process (submitit's ``debug`` cluster) sets them for
+itself only (:func:`bibench.threads.torch_threads`).
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ from bibench.errors import UserError
 from bibench.registry import discover, framework_hash, get_algorithm, get_problem, source_hash
 from bibench.runner import execute_batch, failed_frames, resolve_device
 from bibench.schedule import timed
+from bibench.threads import torch_threads
 
 __all__ = [
     "EXECUTORS",
@@ -86,6 +89,7 @@ class WorkerSetup:
     plugins: tuple[str, ...] = ()
     default_dtype: str = "float32"
     threads: int = 0  # torch threads (0: leave torch's default)
+    main_pid: int = 0  # the main process (submitit's debug cluster runs batches in it)
 
     @classmethod
     def here(
@@ -97,6 +101,7 @@ class WorkerSetup:
             plugins=tuple(str(Path(p).resolve()) for p in plugins),
             default_dtype=str(torch.get_default_dtype()).removeprefix("torch."),
             threads=threads or max(1, cores // max(1, workers)),
+            main_pid=os.getpid(),
         )
 
 
@@ -129,8 +134,8 @@ def _pool_worker(setup: WorkerSetup, devices: Any = None, started: Any = None) -
 
 
 def _prepare(setup: WorkerSetup, devices: Any = None) -> None:
-    """Worker initialiser (idempotent): plugins, dtype, threads, and a device from
-    ``devices`` (a queue of device names, one taken per worker)."""
+    """Worker initialiser (idempotent): plugins, dtype, threads (in a worker process, for
+    good), and a device from ``devices`` (a queue of device names, one taken per worker)."""
     global _prepared, _worker_device
     if devices is not None:
         _worker_device = devices.get()
@@ -140,7 +145,7 @@ def _prepare(setup: WorkerSetup, devices: Any = None) -> None:
         return
     discover(list(setup.plugins))
     torch.set_default_dtype(getattr(torch, setup.default_dtype))
-    if setup.threads:
+    if setup.threads and os.getpid() != setup.main_pid:
         torch.set_num_threads(setup.threads)
     _prepared = setup
 
@@ -196,7 +201,9 @@ def run_payload(
     if _started is not None and ticket is not None:
         _started.put((ticket, os.getpid()))
     device = device or _worker_device or "cpu"
-    with timed():  # the pool's idle fraction (bibench.schedule), when asked for
+    # in the main process, the thread count is the batch's only (bibench.threads)
+    threads = setup.threads if os.getpid() == setup.main_pid else 0
+    with torch_threads(threads), timed():  # timed: the pool's idle fraction, when asked for
         return execute_batch(from_payload(payload), resolve_device(device))
 
 

@@ -43,6 +43,7 @@ from bibench import store
 from bibench.config import RunConfig, RunSpec
 from bibench.registry import get_algorithm, get_problem
 from bibench.runner import batch_key, plan, step_cost
+from bibench.threads import torch_threads
 
 __all__ = [
     "CONFIRM_RUNS",
@@ -239,11 +240,8 @@ def _probe(
     costs: dict[tuple, tuple[float, float, float]] = {}
     problems: dict[tuple, Any] = {}
     builds: dict[tuple, float] = {}  # seconds to build each problem instance
-    before = torch.get_num_threads()
     start = time.perf_counter()
-    try:
-        if threads:
-            torch.set_num_threads(threads)
+    with torch_threads(threads):
         for key, batch in first.items():
             if time.perf_counter() - start > total:
                 break
@@ -260,8 +258,6 @@ def _probe(
                 msg = f"{type(exc).__name__}: {exc}".splitlines()[0]
                 result.failures.append(f"probe of {spec.problem} × {spec.algorithm} failed: {msg}")
                 costs[key] = (math.nan, math.nan, math.nan)
-    finally:
-        torch.set_num_threads(before)
     result.probe_seconds = time.perf_counter() - start
     result.kinds, result.probed = len(first), len(costs)
     per_call = [c[1] / c[2] for c in costs.values() if c[2] > 0]

@@ -28,7 +28,7 @@ so :math:`\ker \nabla^2_{yy} g = T_y S(x)` (Morse–Bott) and the pseudoinverse 
 :math:`\nabla_x f - \nabla^2_{xy} g (\nabla^2_{yy} g)^\dagger \nabla_y f` at the optimistic
 selection equals :math:`\nabla\Phi` (HG-MS (Masiha, Shen, Kiyavash, He; arXiv 2605.09209)).
 
-The moving pieces (chosen here; the notes leave them open) are smooth and bounded:
+The moving pieces (chosen here; Arbel & Mairal give no formulas) are smooth and bounded:
 
 .. math::
 

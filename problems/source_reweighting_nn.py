@@ -60,6 +60,7 @@ import torch
 
 from bibench import register_problem
 from bibench.data.sources import SourceMixture, SourceParams
+from bibench.newton import WarmStart, damped_newton
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,7 +88,9 @@ class SourceReweightingNN(SourceMixture):
         # mask of W's observed rows, broadcast over classes, flat (d*C,)
         rows = (~self.hidden).to(self.dtype)
         self.observed = rows[:, None].expand(-1, self.n_classes).reshape(-1)
-        self._cache: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._y_star = WarmStart(
+            lambda x, y0: self._reference(self.coefficients(x, None), y0), self.dim_y
+        )
         self._phi_star: float | None = None
 
     # -- model pieces -----------------------------------------------------------------
@@ -156,25 +159,14 @@ class SourceReweightingNN(SourceMixture):
         return h.reshape(-1, k, k)
 
     def _newton(self, obj, grad, hess, y, mask: torch.Tensor) -> torch.Tensor:
-        """Damped Newton on the coordinates ``mask`` of ``y`` (per run Armijo)."""
-        for _ in range(self.max_newton):
-            gr = grad(y)[:, mask]
-            if bool((torch.linalg.vector_norm(gr, dim=-1) <= self.params.ref_tol).all()):
-                return y
-            step = torch.zeros_like(y)
-            # SPD (a convex loss + c I): Cholesky, and MKL's threaded LU (getrf) fails
-            # after torch.set_num_threads changes the thread count in-process
-            step[:, mask] = -torch.cholesky_solve(gr[..., None], torch.linalg.cholesky(hess(y)))[
-                ..., 0
-            ]
-            f0, slope, t = obj(y), (gr * step[:, mask]).sum(-1), torch.ones(y.shape[0])
-            for _ in range(40):
-                ok = obj(y + t[:, None] * step) <= f0 + 1e-4 * t * slope + 1e-15 * f0.abs()
-                if bool(ok.all()):
-                    break
-                t = torch.where(ok, t, 0.5 * t)
-            y = y + t.to(y)[:, None] * step
-        return y
+        """Damped Newton on the coordinates ``mask`` of ``y`` (:mod:`bibench.newton`),
+        the step by Cholesky of the dense Hessian (SPD: a convex loss + c I)."""
+
+        def direction(y, gr):
+            return -torch.cholesky_solve(gr[..., None], torch.linalg.cholesky(hess(y)))[..., 0]
+
+        return damped_newton(obj, grad, direction, y, tol=self.params.ref_tol,
+                             max_iter=self.max_newton, coords=mask)  # fmt: skip
 
     def _reference(self, coef: torch.Tensor, y0: torch.Tensor) -> torch.Tensor:
         """Both reference stages for per-example coefficients ``coef (R, n)``."""
@@ -201,15 +193,7 @@ class SourceReweightingNN(SourceMixture):
         )
 
     def y_star(self, x):
-        if self._cache is not None and self._cache[0].shape == x.shape:
-            if torch.equal(self._cache[0], x):
-                return self._cache[1]
-            y0 = self._cache[1]
-        else:
-            y0 = torch.zeros(x.shape[0], self.dim_y, dtype=x.dtype, device=x.device)
-        ys = self._reference(self.coefficients(x, None), y0)
-        self._cache = (x.clone(), ys)
-        return ys
+        return self._y_star(x)
 
     def reference_residual(self, x: torch.Tensor) -> torch.Tensor:
         r""":math:`\max(\|\nabla_{W_o} g\|, \|\nabla_{W_h} f\|)` at ``y_star(x)``, ``(R,)``."""
@@ -266,12 +250,12 @@ class SourceReweightingNN(SourceMixture):
             }
             self.best_single = min(singles, key=lambda s: float(self.f(zero, singles[s])))
             out["single"] = singles[self.best_single]
-            cache = self._cache
+            cache = self._y_star.last  # the oracle's solves must not move the warm start
             x_ref, self.oracle_residual = self.oracle_mixture()
             self.oracle_weights = torch.softmax(x_ref, -1)
             out["oracle"] = self.y_star(x_ref)
             self._phi_star = float(self.phi(x_ref))
-            self._cache = cache
+            self._y_star.last = cache
             self._baselines = out
         return self._baselines
 

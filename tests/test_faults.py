@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 import psutil
-import pytest
+from faults_common import check_rerun, finished_files, plugin_fixture, reference_fixture, table
 
 from bibench import store
 from bibench.cli import build_parser, main
@@ -121,7 +121,6 @@ sys.exit(main(sys.argv[3:]))
 '''
 
 RUNS = 16  # 4 problem sizes x 2 step sizes x 2 seeds: 4 lockstep batches of 4 runs
-IGNORE = ["wall_time", "hostname", "batch_size"]  # timing, host, how the runs were batched
 
 
 def cli(out: Path, plugin: Path, *extra: str) -> list[str]:
@@ -130,26 +129,8 @@ def cli(out: Path, plugin: Path, *extra: str) -> list[str]:
             str(plugin), "--out", str(out), "--quiet", "--yes", *extra]  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def plugin(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("plugin") / "fault_gd.py"
-    path.write_text(PLUGIN)
-    return path
-
-
-def table(out: Path) -> pd.DataFrame:
-    df = store.load(out).drop(columns=IGNORE)
-    return df.sort_values(["run_id", "step"]).reset_index(drop=True)
-
-
-@pytest.fixture(scope="module")
-def reference(plugin, tmp_path_factory) -> pd.DataFrame:
-    """The uninterrupted run's table."""
-    out = tmp_path_factory.mktemp("reference")
-    assert main(cli(out, plugin)) == 0
-    df = table(out)
-    assert df["run_id"].nunique() == RUNS and set(df["status"]) == {"done"}
-    return df
+plugin = plugin_fixture("fault_gd", PLUGIN)
+reference = reference_fixture(cli, RUNS)
 
 
 def env(marks: Path, sleep: float = 0.01) -> dict[str, str]:
@@ -168,19 +149,6 @@ def run_key(df: pd.DataFrame) -> dict[tuple[str, ...], str]:
     first = df.groupby("run_id").head(1)
     return {(str(r.prob_dim_y), str(r.seed), f"{r.hp_lr_y:g}"): r.run_id
             for r in first.itertuples()}  # fmt: skip
-
-
-def finished_files(out: Path) -> dict[str, int]:
-    ids = store.finished_run_ids(out)
-    return {rid: store.run_path(out, rid).stat().st_mtime_ns for rid in ids}
-
-
-def check_rerun(out: Path, reference: pd.DataFrame) -> None:
-    """The folder's table equals the uninterrupted one, without duplicate rows."""
-    df = store.load(out, include_stale=True)
-    assert not df.duplicated(["run_id", "step"]).any()
-    assert not df["stale"].any()
-    pd.testing.assert_frame_equal(table(out), reference)
 
 
 def wait_for(predicate, proc=None, timeout: float = 120.0) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from faults_common import check_rerun, finished_files, plugin_fixture, reference_fixture
 
 from bibench import store
 from bibench.cli import build_parser, main
@@ -61,7 +62,6 @@ class ClusterFaultGD(Algorithm):
 '''
 
 RUNS = 8  # 2 problem sizes x 2 step sizes x 2 seeds: 2 lockstep batches of 4 runs
-IGNORE = ["wall_time", "hostname", "batch_size"]  # timing, host, how the runs were batched
 
 
 def cli(out: Path, plugin: Path, *extra: str) -> list[str]:
@@ -70,26 +70,8 @@ def cli(out: Path, plugin: Path, *extra: str) -> list[str]:
             "--plugin", str(plugin), "--out", str(out), "--quiet", "--yes", *extra]  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def plugin(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("plugin") / "cluster_fault_gd.py"
-    path.write_text(PLUGIN)
-    return path
-
-
-def table(out: Path) -> pd.DataFrame:
-    df = store.load(out).drop(columns=IGNORE)
-    return df.sort_values(["run_id", "step"]).reset_index(drop=True)
-
-
-@pytest.fixture(scope="module")
-def reference(plugin, tmp_path_factory) -> pd.DataFrame:
-    """The uninterrupted (serial) run's table."""
-    out = tmp_path_factory.mktemp("reference")
-    assert main(cli(out, plugin)) == 0
-    df = table(out)
-    assert df["run_id"].nunique() == RUNS and set(df["status"]) == {"done"}
-    return df
+plugin = plugin_fixture("cluster_fault_gd", PLUGIN)
+reference = reference_fixture(cli, RUNS)
 
 
 def started(marks: Path) -> Counter:
@@ -120,8 +102,7 @@ def fail_then_rerun(plugin: Path, reference: pd.DataFrame, tmp_path: Path, monke
     assert set(status.loc[status["prob_dim_y"] == other, "status"]) == {"done"}
     errors = status.loc[status["prob_dim_y"] == killed, "error"]
     assert all(re.search(reason.removeprefix("failed: "), e) and "\n" not in e for e in errors)
-    before = {rid: store.run_path(out, rid).stat().st_mtime_ns
-              for rid in store.finished_run_ids(out)}  # fmt: skip
+    before = finished_files(out)
     assert len(before) == RUNS - 4
 
     # the re-run, same executor, no kill: only the failed batch is executed again
@@ -129,13 +110,9 @@ def fail_then_rerun(plugin: Path, reference: pd.DataFrame, tmp_path: Path, monke
     marks.unlink()
     assert main(cli(out, plugin, *executor)) == 0
     assert started(marks) == {killed: 4}
-    after = {rid: store.run_path(out, rid).stat().st_mtime_ns
-             for rid in store.finished_run_ids(out)}  # fmt: skip
+    after = finished_files(out)
     assert len(after) == RUNS and {k: after[k] for k in before} == before
-    everything = store.load(out, include_stale=True)
-    assert not everything.duplicated(["run_id", "step"]).any()
-    assert not everything["stale"].any()
-    pd.testing.assert_frame_equal(table(out), reference)
+    check_rerun(out, reference)
     return killed, other, first
 
 

@@ -3,8 +3,9 @@ r"""Suite-wide views: aRT and success rate, COCO ECDFs, Dolan–Moré performanc
 Notation: an *instance* is a (problem setting, target) pair, a *solver* an algorithm
 setting, a *run* one seed of a solver on a problem.
 
-* **aRT** (COCO's average runtime, research/ecosystem.md §2.2) of a solver on an instance
-  with runs :math:`i`:
+* **aRT** (COCO's average runtime: Hansen, Auger, Brockhoff, Tušar & Tušar, "COCO:
+  Performance Assessment", arXiv:1605.03560, Sec. 4) of a solver on an instance with
+  runs :math:`i`:
 
   .. math::
 

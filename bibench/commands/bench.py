@@ -7,12 +7,12 @@ import argparse
 from pathlib import Path
 
 import pandas as pd
-import torch
 
 from bibench import bench
 from bibench.errors import UserError
 from bibench.registry import discover
 from bibench.runner import resolve_device
+from bibench.threads import torch_threads
 
 PARTS = ("steps", "overhead", "default", "compile", "limit", "memory")
 DEFAULT_PARTS = ("steps", "overhead", "default")
@@ -132,11 +132,20 @@ def _print_table(title: str, df: pd.DataFrame, columns: list[str]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    parts, overhead_batches, limit_batches, memory_batches = _check(args)
+    checked = _check(args)
+    with torch_threads(args.threads):  # not left changed for an in-process caller
+        return _bench(args, *checked)
+
+
+def _bench(
+    args: argparse.Namespace,
+    parts: list[str],
+    overhead_batches: list[int],
+    limit_batches: list[int],
+    memory_batches: list[int],
+) -> int:
     discover(args.plugin)
     device = resolve_device(args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     workloads = _workloads(args.workloads)
     limit_workloads = _workloads(args.limit_workloads) if "limit" in parts else []
     memory_workloads = [args.memory_workload] if "memory" in parts else []

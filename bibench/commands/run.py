@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-import torch
-
 from bibench import config, store
 from bibench import plan as plan_module
 from bibench.errors import UserError
@@ -14,6 +12,7 @@ from bibench.executors import EXECUTORS
 from bibench.plan import expansions, plan_sweep
 from bibench.runner import resolve_device
 from bibench.sweep import run_sweep
+from bibench.threads import torch_threads
 
 
 def register(sub) -> None:
@@ -154,8 +153,13 @@ def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     specs = select(config.expand(cfg), cfg)
     options = executor_options(cfg)
-    if options["threads"]:
-        torch.set_num_threads(options["threads"])
+    with torch_threads(options["threads"]):  # not left changed for an in-process caller
+        return _run(args, cfg, specs, options)
+
+
+def _run(
+    args: argparse.Namespace, cfg: config.RunConfig, specs: list[config.RunSpec], options: dict
+) -> int:
     if args.dry_run:
         for line in expansions(cfg):
             print(f"expands: {line}")

@@ -2,7 +2,8 @@ r"""Label corruption for hypercleaning, drawn once with a recorded seed.
 
 Each training label is flipped independently with probability ``q``; a flipped label
 becomes one of the *other* ``K - 1`` classes uniformly, :math:`\tilde y = (y + r) \bmod K`
-with :math:`r \sim U\{1, \dots, K-1\}` (Shaban et al. 2019; UniBiO §6). The flips are
+with :math:`r \sim U\{1, \dots, K-1\}` (Shaban, Cheng, Hatch & Boots, AISTATS 2019,
+arXiv 1810.10667; UniBiO, ICLR 2026, arXiv 2603.00027, Sec. 6). The flips are
 drawn once from ``seed`` and returned with their mask, so the corrupted examples are
 known exactly (the UniBiO authors' loader re-draws them on every access, a bug we do
 not copy).
