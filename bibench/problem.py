@@ -35,7 +35,9 @@ from torch.func import grad, jvp
 from bibench.params import ParamsBase
 from bibench.rng import BatchedRNG
 
-__all__ = ["Batch", "Problem", "ProblemParams", "batch_mean", "mtv", "mv", "take"]
+__all__ = [
+    "Batch", "Problem", "ProblemParams", "batch_mean", "mtv", "mv", "stacked_batch_mean", "take",
+]  # fmt: skip
 
 Batch = torch.Tensor | None
 """Sample indices of shape ``(R, B)`` into a finite sum, or ``None`` for the full sum."""
@@ -317,22 +319,25 @@ def take(data: torch.Tensor, idx: torch.Tensor | None, stacked: bool = False) ->
     return data[runs, idx]
 
 
-def batch_mean(data: torch.Tensor, batch: torch.Tensor, stacked: bool = False) -> torch.Tensor:
+def batch_mean(data: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
     r"""Per-run minibatch means of per-sample data: ``data[batch].mean(1)``, shape
-    ``(R, *data.shape[1:])``, for ``data`` ``(n, ...)`` and ``batch`` ``(R, B)``; with
-    ``stacked``, ``data`` is ``(R, n, ...)`` and run ``r`` averages its own ``data[r]``.
+    ``(R, *data.shape[1:])``, for ``data`` ``(n, ...)`` and ``batch`` ``(R, B)``.
 
     :math:`\frac1B\sum_{j} \text{data}_{i_{rj}}` by one ``embedding_bag`` over the samples
     flattened to rows, so that the ``(R, B, ...)`` gather ``data[batch]`` (``B`` copies of
     the problem's data per run) is never formed: memory grows with ``R`` by the output
     only. Equal to the gather's mean up to rounding (the sums run in another order)."""
-    if stacked:  # the runs' samples as one table, each run's indices offset to its block
-        n = data.shape[1]
-        batch = batch + n * torch.arange(batch.shape[0], device=batch.device)[:, None]
-        data = data.reshape(-1, *data.shape[2:])
     flat = data.reshape(data.shape[0], -1)
     out = torch.nn.functional.embedding_bag(batch, flat, mode="mean")
     return out.reshape(batch.shape[0], *data.shape[1:])
+
+
+def stacked_batch_mean(data: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
+    """:func:`batch_mean` of stacked instances: ``data`` ``(R, n, ...)``, run ``r``
+    averaging its own ``data[r]`` (the runs' samples as one table, each run's indices
+    offset to its block)."""
+    offset = data.shape[1] * torch.arange(batch.shape[0], device=batch.device)[:, None]
+    return batch_mean(data.reshape(-1, *data.shape[2:]), batch + offset)
 
 
 def mv(mat: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

@@ -34,7 +34,7 @@ import dataclasses
 import torch
 
 from bibench import Problem, ProblemParams, register_problem
-from bibench.problem import batch_mean, mtv, mv
+from bibench.problem import batch_mean, mtv, mv, stacked_batch_mean
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,7 +131,8 @@ class Quadratic(Problem):
         last = self._last.get(level)
         if last is not None and last[0] is batch:
             return last[1]
-        terms = tuple(batch_mean(t, batch, bool(self.stacked)) for t in data)
+        mean = stacked_batch_mean if self.stacked else batch_mean
+        terms = tuple(mean(t, batch) for t in data)
         self._last[level] = (batch, terms)
         return terms
 

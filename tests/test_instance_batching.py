@@ -178,3 +178,47 @@ def test_memory_per_run_of_a_stacked_batch_counts_each_runs_data():
     extra = memory_per_run(spec, stacked=True) - memory_per_run(spec)
     # each run's copy of the data, plus the stacked arithmetic's few index tensors
     assert data <= extra < 1.05 * data
+
+
+# a small wine instance; a reference solve to 1e-13 (at the default 1e-10 the reference
+# point of a run is exact to ~1e-11 only, whatever the grouping, see problems/hypercleaning.py)
+CLEANING = {"dataset": "wine", "n_train": 60, "n_val": 40, "ref_tol": 1e-13}
+CLEANING_CASES = {
+    "full sums": ({}, "aid_cg", {"lr_x": 100.0, "lr_y": 10.0, "n_inner": 5, "n_cg": 5}),
+    "epoch minibatches": ({"batch_size": 20}, "soba", {"lr_x": 100.0, "lr_y": 5.0}),
+}
+
+
+@pytest.mark.parametrize("case", list(CLEANING_CASES))
+def test_hypercleaning_splits_in_one_batch_give_the_rows_of_each_alone(
+    tmp_path, monkeypatch, case
+):
+    params, algorithm, hyper = CLEANING_CASES[case]
+    specs = _specs("hypercleaning", {"seed": INSTANCES, **CLEANING, **params}, algorithm, hyper,
+                   budget=300)  # fmt: skip
+    grouped, apart, grouped_batches, apart_batches = _grouped_and_apart(
+        tmp_path, monkeypatch, specs
+    )
+    assert [sorted(b) for b in grouped_batches] == [[0, 0, 1, 1, 2, 2]]
+    assert sorted(map(sorted, apart_batches)) == [[0, 0], [1, 1], [2, 2]]
+    _assert_same_rows(grouped, apart)
+
+    # every run is measured on its own split: at step 0 (lambda = 0 for every run) a
+    # row's Phi is its own instance's validation loss at the uniform-weights solution,
+    # which differs visibly between the splits
+    cls = get_problem("hypercleaning")
+    by_id = {s.run_id: s for s in specs}
+    phi0 = {}
+    for spec in specs:
+        if spec.problem_params.seed not in phi0:
+            problem = cls(spec.problem_params)
+            phi0[spec.problem_params.seed] = problem.phi(torch.zeros(1, problem.dim_x)).item()
+    assert min(abs(a - b) for a, b in itertools.combinations(phi0.values(), 2)) > 1e-3
+    for run_id, rows in grouped.groupby("run_id"):
+        spec = by_id[run_id]
+        assert set(rows["prob_seed"]) == {spec.problem_params.seed}
+        assert set(rows["seed"]) == {spec.seed}
+        assert set(rows["config_id"]) == {spec.config_id}
+        assert set(rows["status"]) == {"done"}
+        first = rows[rows["step"] == 0].iloc[0]
+        assert abs(first["phi"] - phi0[spec.problem_params.seed]) < 1e-10
