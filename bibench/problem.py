@@ -166,7 +166,9 @@ class Problem:
     @classmethod
     def stack(cls, instances: Sequence[Problem]) -> Problem:
         """One problem for ``len(instances)`` runs, run ``r`` on ``instances[r]``: a copy
-        of the first with every ``stack_data`` attribute stacked over the instances."""
+        of the first with every ``stack_data`` attribute stacked over the instances. Its
+        ``params`` are the first instance's: only the fields outside ``stack_params``,
+        equal for all, hold for every run."""
         if not cls.stack_params:
             raise NotImplementedError(f"problem {cls.name} does not stack instances")
         out = copy.copy(instances[0])
@@ -174,7 +176,6 @@ class Problem:
             values = [getattr(p, name) for p in instances]
             value = _stack(values, f"{cls.name}.{name}", out.device)
             setattr(out, name, value)
-        out.params = instances[0].params
         out.stacked = len(instances)
         return out
 
