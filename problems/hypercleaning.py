@@ -41,8 +41,10 @@ fit; the entries of :math:`\nabla\Phi` carry a :math:`1/n` factor, so upper step
 are in the hundreds (``configs/hypercleaning.yml``).
 
 The reference solve is per run: a run's Newton iterations stop when its own gradient
-norm is small enough, and its CG tolerances are its own, so a run's ground truth does not
-depend on the other runs of its batch. Instances of other ``seed`` (splits and label
+norm is at most ``ref_tol``, and its CG tolerances are its own, so the other runs of its
+batch change its reference point only through rounding and, when they put checkpoints
+at other steps, through the warm start; both stay inside the solve's tolerance
+(``ref_tol`` on :math:`\|\nabla_y g\|`). Instances of other ``seed`` (splits and label
 flips; the sizes are fixed by the other parameters) stack into one batch
 (:meth:`bibench.problem.Problem.stack`): features, labels and flip masks then carry the
 run dimension, each run trains on and is measured against its own splits.
@@ -238,7 +240,7 @@ class Hypercleaning(CleaningProblem):
 
     def uniform_solution(self) -> torch.Tensor:
         """:math:`y^*(0)`, the lower level trained with uniform weights, ``(1, dim_y)``
-        (one per instance when stacked)."""
+        (``(R, dim_y)``, one per run's instance, when stacked)."""
         if self._uniform_y is None:
             n = max(self.stacked, 1)
             x0 = torch.zeros(n, self.dim_x, dtype=self.dtype, device=self.device)
