@@ -144,10 +144,9 @@ class Problem:
         """The problem of a batch whose run ``r`` has parameters ``params[r]``: the one
         instance when they are all equal, else each distinct instance built once and
         joined by :meth:`stack`."""
-        distinct: list[ProblemParams] = []
-        for p in params:
-            if p not in distinct:
-                distinct.append(p)
+        keys: dict[ProblemParams, int] = {}  # frozen dataclasses (batch_key hashes them too)
+        index = [keys.setdefault(p, len(keys)) for p in params]  # run -> its instance
+        distinct = list(keys)
         if len(distinct) == 1:
             return cls(distinct[0], device)
         differ = {
@@ -161,7 +160,7 @@ class Problem:
                 f"only {', '.join(cls.stack_params) or 'nothing'} may differ"
             )
         built = [cls(p, device) for p in distinct]
-        return cls.stack([built[distinct.index(p)] for p in params])
+        return cls.stack([built[i] for i in index])
 
     @classmethod
     def stack(cls, instances: Sequence[Problem]) -> Problem:

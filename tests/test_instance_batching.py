@@ -74,9 +74,10 @@ def _grouped_and_apart(tmp_path, monkeypatch, specs):
     return _rows(tmp_path / "grouped"), _rows(tmp_path / "apart"), grouped_batches, list(seen)
 
 
-# (CG on noisy products divides by noisy curvatures and amplifies rounding: AID-CG under
-# noise is not invariant to 1e-12 even between seeds of one instance, so noise goes to
-# the Neumann-series and single-loop methods)
+# Noise goes to the Neumann-series and single-loop methods: AID-CG under oracle noise is
+# not invariant to 1e-12 even between the seeds of one instance (quadratic, dim_y = 6:
+# 5e-4 between a batch of two seeds and each seed alone, before stacking existed too),
+# presumably as CG divides by noisy curvatures and so amplifies rounding.
 CASES = {
     "deterministic": ({}, "aid_cg", {}),
     "noise": ({"noise_std": 0.1}, "stocbio", {}),
