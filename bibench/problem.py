@@ -11,11 +11,22 @@ Every tensor carries a leading run dimension ``R``: ``x`` is ``(R, dim_x)``, ``y
 ``f(x, y).sum()`` with respect to ``x`` is the stack of per-run gradients; the default
 derivative oracles below rely on that and use ``torch.func`` (forward-over-reverse for
 second derivatives).
+
+Problem instances (benchopt's "datasets" side of a benchmark) can share a batch too: a
+problem class that names ``stack_params`` (e.g. ``("seed",)``, the instance's data seed)
+lets runs whose parameters differ only in those fields advance as one batch.
+:meth:`Problem.for_batch` builds each distinct instance once and :meth:`Problem.stack`
+joins them into one problem whose per-instance data carry the leading run dimension
+(run ``r`` sees the data of its own instance). The runner groups by
+:meth:`Problem.stack_key`; rows are the same, to rounding, as with each instance run
+on its own.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+from collections.abc import Hashable, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -24,7 +35,9 @@ from torch.func import grad, jvp
 from bibench.params import ParamsBase
 from bibench.rng import BatchedRNG
 
-__all__ = ["Batch", "Problem", "ProblemParams", "batch_mean", "mtv", "mv"]
+__all__ = [
+    "Batch", "Problem", "ProblemParams", "batch_mean", "mtv", "mv", "stacked_batch_mean", "take",
+]  # fmt: skip
 
 Batch = torch.Tensor | None
 """Sample indices of shape ``(R, B)`` into a finite sum, or ``None`` for the full sum."""
@@ -70,6 +83,18 @@ class Problem:
     the ``torch.func`` defaults, which the tests check), finite-sum sizes
     ``n_samples_f`` / ``n_samples_g`` (0 when not a finite sum), ``metrics`` for extra
     per-run columns, and ``formulas`` for ``bibench show``.
+
+    Optional, stacking instances into one batch: ``stack_params``, the parameters that
+    may differ between the runs of one batch (default none: every instance runs in its
+    own batches), and ``stack_data``, the names of the attributes ``build`` sets that
+    hold per-instance data (tensors, numbers, or dicts of them). Then :meth:`stack`
+    (whose default stacks ``stack_data`` and sets ``stacked`` to ``R``) returns one
+    problem whose ``stack_data`` carry a leading run dimension ``R``; every method must
+    then use row ``r`` of those for run ``r``, ground truth included (``phi_star`` may
+    then be an ``(R,)`` tensor). The ``stack_params`` must not change any data shape
+    (instances that differ in a shape-changing field go to separate batches when
+    :meth:`stack_key` keeps that field); :meth:`stack` refuses unequal shapes. A
+    subclass that caches derived data overrides :meth:`stack` to reset its caches.
     """
 
     name: ClassVar[str] = ""
@@ -83,6 +108,13 @@ class Problem:
     replacement within an epoch). False: independent uniform draws on every call."""
     dim_x: int
     dim_y: int
+    stack_params: ClassVar[tuple[str, ...]] = ()
+    """Parameter fields that may differ between the runs of one batch."""
+    stack_data: ClassVar[tuple[str, ...]] = ()
+    """Attributes holding per-instance data, stacked over runs by :meth:`stack`."""
+    stacked: int = 0
+    """Runs whose instances :meth:`stack` joined (their data lead with that dimension);
+    0 for one instance shared by every run."""
 
     def __init__(
         self, params: ProblemParams | None = None, device: str | torch.device = "cpu"
@@ -93,6 +125,59 @@ class Problem:
         self.build()
 
     # -- construction ---------------------------------------------------------------
+    @classmethod
+    def stack_key(cls, params: ProblemParams) -> Hashable:
+        """Equal keys: instances that may share a batch. ``params`` itself when the class
+        stacks nothing, else its fields other than ``stack_params``."""
+        if not cls.stack_params:
+            return params
+        return tuple(
+            (f.name, getattr(params, f.name))
+            for f in dataclasses.fields(params)
+            if f.name not in cls.stack_params
+        )
+
+    @classmethod
+    def for_batch(
+        cls, params: Sequence[ProblemParams], device: str | torch.device = "cpu"
+    ) -> Problem:
+        """The problem of a batch whose run ``r`` has parameters ``params[r]``: the one
+        instance when they are all equal, else each distinct instance built once and
+        joined by :meth:`stack`."""
+        keys: dict[ProblemParams, int] = {}  # frozen dataclasses (batch_key hashes them too)
+        index = [keys.setdefault(p, len(keys)) for p in params]  # run -> its instance
+        distinct = list(keys)
+        if len(distinct) == 1:
+            return cls(distinct[0], device)
+        differ = {
+            f.name
+            for f in dataclasses.fields(distinct[0])
+            if any(getattr(p, f.name) != getattr(distinct[0], f.name) for p in distinct)
+        }
+        if not differ <= set(cls.stack_params):
+            raise ValueError(
+                f"problem {cls.name}: runs of one batch differ in {', '.join(sorted(differ))}; "
+                f"only {', '.join(cls.stack_params) or 'nothing'} may differ"
+            )
+        built = [cls(p, device) for p in distinct]
+        return cls.stack([built[i] for i in index])
+
+    @classmethod
+    def stack(cls, instances: Sequence[Problem]) -> Problem:
+        """One problem for ``len(instances)`` runs, run ``r`` on ``instances[r]``: a copy
+        of the first with every ``stack_data`` attribute stacked over the instances. Its
+        ``params`` are the first instance's: only the fields outside ``stack_params``,
+        equal for all, hold for every run."""
+        if not cls.stack_params:
+            raise NotImplementedError(f"problem {cls.name} does not stack instances")
+        out = copy.copy(instances[0])
+        for name in cls.stack_data:
+            values = [getattr(p, name) for p in instances]
+            value = _stack(values, f"{cls.name}.{name}", out.device)
+            setattr(out, name, value)
+        out.stacked = len(instances)
+        return out
+
     def build(self) -> None:
         """Set ``dim_x``, ``dim_y`` and create the data on ``self.device``."""
         raise NotImplementedError
@@ -204,6 +289,36 @@ class Problem:
         return (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
 
 
+def _stack(values: list[Any], what: str, device: torch.device) -> Any:
+    """Values of one attribute over instances, stacked on a new leading dimension."""
+    first = values[0]
+    if isinstance(first, dict):
+        return {k: _stack([v[k] for v in values], f"{what}[{k!r}]", device) for k in first}
+    if isinstance(first, torch.Tensor):
+        shapes = {tuple(v.shape) for v in values}
+        if len(shapes) > 1:
+            raise ValueError(f"cannot stack instances: {what} has shapes {sorted(shapes)}")
+        return torch.stack(values)
+    if isinstance(first, (int, float)) and not isinstance(first, bool):
+        kind = torch.float64 if any(isinstance(v, float) for v in values) else torch.int64
+        return torch.tensor(values, dtype=kind, device=device)
+    raise TypeError(f"cannot stack {what} of type {type(first).__name__}")
+
+
+def take(data: torch.Tensor, idx: torch.Tensor | None, stacked: bool = False) -> torch.Tensor:
+    """Rows ``idx`` of per-sample data: ``idx`` ``None`` (all), ``(m,)`` shared by the
+    runs, or ``(R, B)`` per run; ``data`` ``(n, ...)``, or ``(R, n, ...)`` per run when
+    ``stacked`` (run ``r`` then indexes its own ``data[r]``)."""
+    if idx is None:
+        return data
+    if not stacked:
+        return data[idx]
+    if idx.dim() == 1:
+        return data[:, idx]
+    runs = torch.arange(data.shape[0], device=idx.device)[:, None]
+    return data[runs, idx]
+
+
 def batch_mean(data: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
     r"""Per-run minibatch means of per-sample data: ``data[batch].mean(1)``, shape
     ``(R, *data.shape[1:])``, for ``data`` ``(n, ...)`` and ``batch`` ``(R, B)``.
@@ -215,6 +330,14 @@ def batch_mean(data: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
     flat = data.reshape(data.shape[0], -1)
     out = torch.nn.functional.embedding_bag(batch, flat, mode="mean")
     return out.reshape(batch.shape[0], *data.shape[1:])
+
+
+def stacked_batch_mean(data: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
+    """:func:`batch_mean` of stacked instances: ``data`` ``(R, n, ...)``, run ``r``
+    averaging its own ``data[r]`` (the runs' samples as one table, each run's indices
+    offset to its block)."""
+    offset = data.shape[1] * torch.arange(batch.shape[0], device=batch.device)[:, None]
+    return batch_mean(data.reshape(-1, *data.shape[2:]), batch + offset)
 
 
 def mv(mat: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

@@ -2,7 +2,8 @@ r"""The harness: runs of one (problem, algorithm) advance in lockstep as one bat
 
 :func:`plan` groups runs that share a problem instance, an algorithm, its static
 hyperparameters and the budget; seeds and ``float`` hyperparameters then live on the
-leading run dimension. :func:`execute_batch` owns the loop:
+leading run dimension, and so do the instances of a problem that stacks them
+(:meth:`bibench.problem.Problem.stack`: e.g. instance seeds). :func:`execute_batch` owns the loop:
 
 * budgets: counted oracle calls per run, wall time per batch, a step guard;
 * checkpoints: a run is recorded when its oracle calls pass a geometric grid
@@ -105,7 +106,8 @@ def batch_key(spec: RunSpec) -> tuple:
         for f in dataclasses.fields(spec.hyper)
         if f.name not in per_run_fields(type(spec.hyper))
     )
-    return (spec.problem, spec.problem_params, spec.algorithm, static, spec.budget)
+    instance = get_problem(spec.problem).stack_key(spec.problem_params)  # stackable instances
+    return (spec.problem, instance, spec.algorithm, static, spec.budget)
 
 
 def _start(
@@ -136,8 +138,10 @@ def plan(
     batches = []
     for group in groups.values():
         if max_batch == "auto":
+            stacked = any(s.problem_params != group[0].problem_params for s in group)
             try:
-                size = min(len(group), max(1, auto_batch_size(group[0], device) // sharers))
+                cap = auto_batch_size(group[0], device, stacked)
+                size = min(len(group), max(1, cap // sharers))
             except Exception:  # a probe that fails: execute_batch records the failure
                 size = len(group)
         else:
@@ -180,27 +184,34 @@ def available_memory(device: str | torch.device) -> int:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
-def memory_per_run(spec: RunSpec, device: str | torch.device = "cpu") -> float:
+def memory_per_run(
+    spec: RunSpec, device: str | torch.device = "cpu", stacked: bool = False
+) -> float:
     """Bytes one more run adds to a batch, from probe batches of 1 and 3 runs (init and
     one step each): the growth of the allocator's peak on CUDA, of the bytes allocated
-    (:class:`_AllocatedBytes`, an overestimate) elsewhere. Never less than ``x`` and ``y``."""
+    (:class:`_AllocatedBytes`, an overestimate) elsewhere. Never less than ``x`` and ``y``.
+    ``stacked``: the batch stacks instances (:meth:`Problem.stack`), each run its own data."""
     device = torch.device(device)
     problem = get_problem(spec.problem)(spec.problem_params, device)
+
+    def probe(n: int) -> None:
+        specs = [dataclasses.replace(spec, seed=spec.seed + i) for i in range(n)]
+        batch = type(problem).stack([problem] * n) if stacked else problem  # measured too
+        algorithm, _, state = _start(specs, device, batch)
+        algorithm.step(state)
+
     used = []
     for n in PROBE_SIZES:
-        specs = [dataclasses.replace(spec, seed=spec.seed + i) for i in range(n)]
         if device.type == "cuda":
             sync(device)
             torch.cuda.reset_peak_memory_stats(device)
             base = torch.cuda.memory_allocated(device)
-            algorithm, _, state = _start(specs, device, problem)
-            algorithm.step(state)
+            probe(n)
             sync(device)
             used.append(torch.cuda.max_memory_allocated(device) - base)
         else:
             with _AllocatedBytes() as counter:
-                algorithm, _, state = _start(specs, device, problem)
-                algorithm.step(state)
+                probe(n)
             used.append(counter.bytes)
     floor = 8 * (problem.dim_x + problem.dim_y)
     return max((used[1] - used[0]) / (PROBE_SIZES[1] - PROBE_SIZES[0]), floor)
@@ -242,9 +253,13 @@ def step_cost(
     return init, min(times), calls
 
 
-def auto_batch_size(spec: RunSpec, device: str | torch.device = "cpu") -> int:
-    """The most runs like ``spec`` that fit in ``MEMORY_FRACTION`` of the free memory."""
-    return max(1, int(MEMORY_FRACTION * available_memory(device) / memory_per_run(spec, device)))
+def auto_batch_size(
+    spec: RunSpec, device: str | torch.device = "cpu", stacked: bool = False
+) -> int:
+    """The most runs like ``spec`` that fit in ``MEMORY_FRACTION`` of the free memory
+    (``stacked``: in a batch of stacked instances)."""
+    per_run = memory_per_run(spec, device, stacked)
+    return max(1, int(MEMORY_FRACTION * available_memory(device) / per_run))
 
 
 def _nan_if_missing(fn: Callable[[], torch.Tensor], n: int, device) -> torch.Tensor:
@@ -393,8 +408,9 @@ def execute_batch(
 ) -> list[pd.DataFrame]:
     """Run one lockstep batch; return one results frame per run (in ``specs`` order).
 
-    The runs must share a :func:`batch_key` (one problem instance, one algorithm,
-    equal non-float hyperparameters and budget); :func:`plan` groups a grid that way.
+    The runs must share a :func:`batch_key` (one problem instance, or instances the
+    problem stacks, one algorithm, equal non-float hyperparameters and budget);
+    :func:`plan` groups a grid that way.
     Host reads per step: one packed ``(9, R)`` transfer of the call counts and the
     finiteness flags (the device is synchronised for the clock anyway); everything
     else stays on the device until a checkpoint is due.
@@ -415,7 +431,7 @@ def execute_batch(
     errors = [""] * n
     budget = first.budget
     try:
-        problem = get_problem(first.problem)(first.problem_params, device)
+        problem = get_problem(first.problem).for_batch([s.problem_params for s in specs], device)
         sync(device)
         start = time.perf_counter()
         algorithm, oracle, state = _start(specs, device, problem)

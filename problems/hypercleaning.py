@@ -40,6 +40,15 @@ lies in :math:`[0.002, 0.054]` (the lower end is :math:`2c`), so lower step size
 fit; the entries of :math:`\nabla\Phi` carry a :math:`1/n` factor, so upper step sizes
 are in the hundreds (``configs/hypercleaning.yml``).
 
+The reference solve is per run: a run's Newton iterations stop when its own gradient
+norm is at most ``ref_tol``, and its CG tolerances are its own, so the other runs of its
+batch change its reference point only through rounding and, when they put checkpoints
+at other steps, through the warm start; both stay inside the solve's tolerance
+(``ref_tol`` on :math:`\|\nabla_y g\|`). Instances of other ``seed`` (splits and label
+flips; the sizes are fixed by the other parameters) stack into one batch
+(:meth:`bibench.problem.Problem.stack`): features, labels and flip masks then carry the
+run dimension, each run trains on and is measured against its own splits.
+
 The uniform-weights baseline is the lower level solved exactly at :math:`\lambda = 0`
 (every :math:`\sigma(\lambda_i) = 1/2`, where every run starts): its test accuracy is
 the constant column ``test_acc_uniform``, and ``test_acc_at_y_star`` is the test
@@ -57,6 +66,7 @@ from bibench.data.cleaning import CleaningParams, CleaningProblem
 from bibench.data.models import ParamLayout, linear_logits
 from bibench.data.tabular import DATASETS, load_tabular
 from bibench.estimators import cg
+from bibench.problem import take
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,6 +96,8 @@ class Hypercleaning(CleaningProblem):
 
     Params = HypercleaningParams
     max_newton = 100
+    stack_params = ("seed",)
+    stack_data = ("features", "labels", "flipped")
 
     def build(self) -> None:
         p = self.params
@@ -99,14 +111,20 @@ class Hypercleaning(CleaningProblem):
         self._cache: tuple[torch.Tensor, torch.Tensor] | None = None
         self._uniform_y: torch.Tensor | None = None
 
+    @classmethod
+    def stack(cls, instances):
+        out = super().stack(instances)
+        out._cache, out._uniform_y = None, None  # reference solutions of the first instance
+        return out
+
     def logits(self, y, split, idx):
-        a = self.features[split]
-        return linear_logits(self.layout.unflatten(y), a if idx is None else a[idx])
+        a = take(self.features[split], idx, bool(self.stacked))
+        return linear_logits(self.layout.unflatten(y), a)
 
     # -- analytic oracles -------------------------------------------------------------
     def _rows(self, split: str, batch) -> tuple[torch.Tensor, torch.Tensor]:
-        a, lab = self.features[split], self.labels[split]
-        return (a, lab) if batch is None else (a[batch], lab[batch])
+        stacked = bool(self.stacked)
+        return take(self.features[split], batch, stacked), take(self.labels[split], batch, stacked)
 
     def _residual(self, y, split, batch):
         """Features, ``P - onehot`` ``(R, m, K)`` and per-example losses ``(R, m)``."""
@@ -179,13 +197,16 @@ class Hypercleaning(CleaningProblem):
         for _ in range(self.max_newton):
             grad = self.grad_y_g(x, y)
             gnorm = torch.linalg.vector_norm(grad, dim=-1)
-            if bool((gnorm <= self.params.ref_tol).all()):
+            todo = gnorm > self.params.ref_tol  # a solved run stays put
+            if not bool(todo.any()):
                 return y
             # inexact Newton: a CG tolerance that tightens with the gradient, down to what
-            # the stopping test needs (a tighter one is out of reach in float64)
-            tol = max(float((gnorm * torch.clamp(gnorm, max=0.1)).min()), 0.1 * self.params.ref_tol)
+            # the stopping test needs (a tighter one is out of reach in float64); per run,
+            # by solving for step / tol with tolerance 1 (CG is invariant to that scaling)
+            tol = torch.clamp(gnorm * torch.clamp(gnorm, max=0.1), min=0.1 * self.params.ref_tol)
             hvp = lambda v, active=None, y=y: self.hvp_yy_g(x, y, v)  # noqa: E731
-            step = cg(solver_iters, tol)(hvp, -grad)
+            step = cg(solver_iters, 1.0)(hvp, -grad / tol[:, None]) * tol[:, None]
+            step = torch.where(todo[:, None], step, torch.zeros_like(step))
             g0, slope = self.g(x, y), (grad * step).sum(-1)
             t = torch.ones_like(g0)
             for _ in range(40):
@@ -210,15 +231,20 @@ class Hypercleaning(CleaningProblem):
     def hypergrad(self, x):
         ys = self.y_star(x)
         rhs = self.grad_y_f(x, ys)
-        tol = 1e-12 * float(torch.linalg.vector_norm(rhs, dim=-1).min())
-        v = cg(4 * self.dim_y, tol)(lambda u, active=None: self.hvp_yy_g(x, ys, u), rhs)
+        # relative tolerance 1e-12 per run: CG on the unit right-hand side
+        norm = torch.linalg.vector_norm(rhs, dim=-1, keepdim=True)
+        norm = torch.where(norm > 0, norm, torch.ones_like(norm))
+        hvp = lambda u, active=None: self.hvp_yy_g(x, ys, u)  # noqa: E731
+        v = cg(4 * self.dim_y, 1e-12)(hvp, rhs / norm) * norm
         return self.grad_x_f(x, ys) - self.cross_xy_g(x, ys, v)
 
     def uniform_solution(self) -> torch.Tensor:
-        """:math:`y^*(0)`, the lower level trained with uniform weights, ``(1, dim_y)``."""
+        """:math:`y^*(0)`, the lower level trained with uniform weights, ``(1, dim_y)``
+        (``(R, dim_y)``, one per run's instance, when stacked)."""
         if self._uniform_y is None:
-            x0 = torch.zeros(1, self.dim_x, dtype=self.dtype, device=self.device)
-            y0 = torch.zeros(1, self.dim_y, dtype=self.dtype, device=self.device)
+            n = max(self.stacked, 1)
+            x0 = torch.zeros(n, self.dim_x, dtype=self.dtype, device=self.device)
+            y0 = torch.zeros(n, self.dim_y, dtype=self.dtype, device=self.device)
             self._uniform_y = self._solve(x0, y0)
         return self._uniform_y
 

@@ -22,6 +22,9 @@ and :math:`P = Q\,\mathrm{diag}(\lambda)\,Q^\top - (M - P)` is chosen so that :m
 spectrum :math:`\lambda` log-spaced in :math:`[1, \kappa_\Phi]`:
 :math:`\nabla\Phi(x) = Mx + m`, :math:`x^* = -M^{-1}m`,
 :math:`\Phi^* = k - \tfrac12 m^\top M^{-1} m`.
+
+Instances of other ``seed`` stack into one batch (:meth:`bibench.problem.Problem.stack`):
+every matrix and vector above, per-sample or not, then carries the run dimension.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import dataclasses
 import torch
 
 from bibench import Problem, ProblemParams, register_problem
-from bibench.problem import batch_mean, mtv, mv
+from bibench.problem import batch_mean, mtv, mv, stacked_batch_mean
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +62,9 @@ class Quadratic(Problem):
 
     regime = "strongly convex"
     Params = QuadraticParams
+    stack_params = ("seed",)
+    stack_data = ("A_i", "B_i", "C_i", "D_i", "a_i", "c_i", "A", "B", "C", "D", "a", "c",
+                  "P", "p", "J", "y0", "M", "m", "k", "_phi_star")  # fmt: skip
 
     def build(self) -> None:
         p = self.params
@@ -110,6 +116,12 @@ class Quadratic(Problem):
         self.J, self.y0, self.M, self.m, self.k = t(jac), t(y0), t(mmat), t(mvec), float(k)
         self._last: dict[str, tuple[torch.Tensor, tuple[torch.Tensor, ...]]] = {}
 
+    @classmethod
+    def stack(cls, instances):
+        out = super().stack(instances)
+        out._last = {}  # the minibatch cache is per problem object
+        return out
+
     # Per-run means over a minibatch (R, B), or the full means. An algorithm that reuses
     # one minibatch for several calls (SOBA: gradient, HVP and cross product) gets the
     # means computed once: the last minibatch of each level is kept with its means.
@@ -119,7 +131,8 @@ class Quadratic(Problem):
         last = self._last.get(level)
         if last is not None and last[0] is batch:
             return last[1]
-        terms = tuple(batch_mean(t, batch) for t in data)
+        mean = stacked_batch_mean if self.stacked else batch_mean
+        terms = tuple(mean(t, batch) for t in data)
         self._last[level] = (batch, terms)
         return terms
 
@@ -136,7 +149,7 @@ class Quadratic(Problem):
             + (y * mv(d, x)).sum(-1)
             + (lc * y).sum(-1)
             + 0.5 * (x * mv(self.P, x)).sum(-1)
-            + x @ self.p
+            + (x * self.p).sum(-1)
         )
 
     def g(self, x, y, batch=None):
@@ -179,13 +192,13 @@ class Quadratic(Problem):
         return mv(self.J, x) + self.y0
 
     def phi(self, x):
-        return 0.5 * (x * mv(self.M, x)).sum(-1) + x @ self.m + self.k
+        return 0.5 * (x * mv(self.M, x)).sum(-1) + (x * self.m).sum(-1) + self.k
 
     def hypergrad(self, x):
         return mv(self.M, x) + self.m
 
     @property
-    def phi_star(self) -> float:
+    def phi_star(self) -> float | torch.Tensor:
         return self._phi_star
 
     def x_star(self) -> torch.Tensor:

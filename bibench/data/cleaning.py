@@ -38,7 +38,7 @@ import torch
 
 from bibench.data.corruption import corrupt_labels
 from bibench.data.metrics import accuracy, auc, precision_recall
-from bibench.problem import Batch, Problem, ProblemParams
+from bibench.problem import Batch, Problem, ProblemParams, take
 
 __all__ = ["CleaningParams", "CleaningProblem", "abs_pow"]
 
@@ -87,6 +87,7 @@ class CleaningProblem(Problem):
     n_classes: int
     labels: dict[str, torch.Tensor]  # "train" (corrupted), "train_clean", "val", "test"
     flipped: torch.Tensor  # bool (n_train,): the corrupted training examples
+    # (stacked instances, Problem.stack: labels and flipped lead with the run dimension)
 
     def set_labels(
         self, train: torch.Tensor, val: torch.Tensor, test: torch.Tensor, n_classes: int
@@ -107,7 +108,7 @@ class CleaningProblem(Problem):
         self.n_samples_f = val.shape[0]
 
     def split_size(self, split: str) -> int:
-        return self.labels[split].shape[0]
+        return self.labels[split].shape[-1]
 
     # -- the model ------------------------------------------------------------------
     def logits(self, y: torch.Tensor, split: str, idx: Index) -> torch.Tensor:
@@ -117,9 +118,7 @@ class CleaningProblem(Problem):
     def cross_entropy(self, y: torch.Tensor, split: str, idx: Index) -> torch.Tensor:
         """Per-example cross entropy ``(R, m)`` against the split's (training: corrupted) labels."""
         z = self.logits(y, split, idx)
-        lab = self.labels[split]
-        lab = lab if idx is None else lab[idx]
-        lab = lab.expand(z.shape[:2])
+        lab = take(self.labels[split], idx, bool(self.stacked)).expand(z.shape[:2])
         return -torch.log_softmax(z, -1).gather(-1, lab[..., None])[..., 0]
 
     def regularizer(self, y: torch.Tensor) -> torch.Tensor:
@@ -156,7 +155,7 @@ class CleaningProblem(Problem):
     def metrics(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         with torch.no_grad():
             train = self.predictions(y, "train")
-            clean = ~self.flipped
+            clean = ~self.flipped  # (n,), or (R, n) for stacked instances
             w = torch.sigmoid(x)
             precision, recall = precision_recall(x < self.params.flag_below, self.flipped)
             return {
@@ -167,6 +166,6 @@ class CleaningProblem(Problem):
                 "auc": auc(x, clean),  # sigma is increasing; x avoids saturated ties
                 "precision": precision,
                 "recall": recall,
-                "weight_clean": w[:, clean].mean(-1),
-                "weight_corrupted": w[:, self.flipped].mean(-1),
+                "weight_clean": (w * clean).sum(-1) / clean.sum(-1),
+                "weight_corrupted": (w * self.flipped).sum(-1) / self.flipped.sum(-1),
             }

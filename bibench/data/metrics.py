@@ -25,8 +25,10 @@ def accuracy(predicted: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 def auc(scores: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
-    """AUC of ``scores (R, n)`` for ranking ``positive`` (bool ``(n,)``) examples above the
-    others; NaN when either class is empty."""
+    """AUC of ``scores (R, n)`` for ranking ``positive`` (bool ``(n,)``, or ``(R, n)`` per
+    run) examples above the others; NaN when either class is empty."""
+    if positive.dim() == 2:  # per-run classes (stacked instances): run by run
+        return torch.cat([auc(scores[r : r + 1], positive[r]) for r in range(len(scores))])
     pos, neg = scores[:, positive], scores[:, ~positive]
     n_pos, n_neg = pos.shape[1], neg.shape[1]
     if n_pos == 0 or n_neg == 0:
@@ -42,10 +44,11 @@ def auc(scores: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
 def precision_recall(
     flagged: torch.Tensor, truth: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Precision and recall of ``flagged`` (bool ``(R, n)``) against ``truth`` (bool ``(n,)``)."""
+    """Precision and recall of ``flagged`` (bool ``(R, n)``) against ``truth`` (bool ``(n,)``,
+    or ``(R, n)`` per run)."""
     hits = (flagged & truth).sum(-1).to(torch.float64)
     n_flagged = flagged.sum(-1).to(torch.float64)
-    n_true = float(truth.sum())
+    n_true = truth.sum(-1).to(torch.float64)
     precision = torch.where(n_flagged > 0, hits / n_flagged.clamp(min=1), math.nan)
-    recall = hits / n_true if n_true > 0 else torch.full_like(hits, math.nan)
+    recall = torch.where(n_true > 0, hits / n_true.clamp(min=1), math.nan)
     return precision, recall

@@ -45,3 +45,21 @@ def test_accuracy_is_the_fraction_correct():
     pred = torch.tensor([[0, 1, 2, 2], [1, 1, 1, 1]])
     labels = torch.tensor([0, 1, 2, 0])
     assert metrics.accuracy(pred, labels).tolist() == [0.75, 0.25]
+
+
+def test_per_run_classes_of_stacked_instances_match_sklearn_run_by_run():
+    gen = torch.Generator().manual_seed(1)
+    truth = torch.rand(3, 200, generator=gen) < torch.tensor([[0.2], [0.5], [0.7]])
+    scores = torch.randint(0, 20, (3, 200), generator=gen).double()
+    flagged = scores < 8
+    got_auc = metrics.auc(scores, truth)
+    precision, recall = metrics.precision_recall(flagged, truth)
+    for r in range(3):
+        assert abs(got_auc[r].item() - roc_auc_score(truth[r].numpy(), scores[r].numpy())) < 1e-12
+        ref_p = precision_score(truth[r].numpy(), flagged[r].numpy())
+        assert abs(precision[r].item() - ref_p) < 1e-12
+        assert abs(recall[r].item() - recall_score(truth[r].numpy(), flagged[r].numpy())) < 1e-12
+    empty = torch.zeros(2, 5, dtype=torch.bool)
+    empty[1, 0] = True  # run 1 has one corrupted example, run 0 none: recall NaN for run 0
+    _, recall = metrics.precision_recall(torch.ones(2, 5, dtype=torch.bool), empty)
+    assert math.isnan(recall[0].item()) and recall[1].item() == 1.0

@@ -127,3 +127,20 @@ def test_aid_cg_beats_the_uniform_weights_baseline_and_ranks_corrupted_examples_
         aucs.append(last["auc"])
     assert statistics.median(gains) > 0.02
     assert min(aucs) > 0.8
+
+
+def test_reference_solve_leaves_a_solved_run_exactly_where_it_is():
+    """Per-run stopping: a run whose gradient norm is already below ``ref_tol`` (here half
+    of it) is not moved while another run of the batch still needs Newton steps, so a
+    run's ground truth does not depend on its batch-mates."""
+    problem = _problem(ref_tol=1e-6, **SMALL)
+    gen = torch.Generator().manual_seed(2)
+    x = torch.stack([torch.zeros(problem.dim_x), 5 * torch.randn(problem.dim_x, generator=gen)])
+    exact = _problem(ref_tol=1e-13, **SMALL).y_star(x[:1])
+    delta = torch.randn(1, problem.dim_y, generator=gen)
+    delta *= 0.5e-6 / problem.grad_y_g(x[:1], exact + delta).norm()  # g is ~quadratic here
+    near = exact + delta
+    assert 0.2e-6 < problem.grad_y_g(x[:1], near).norm() < 1e-6
+    out = problem._solve(x, torch.cat([near, torch.zeros(1, problem.dim_y)]))
+    assert torch.equal(out[0], near[0])
+    assert problem.grad_y_g(x, out).norm(dim=-1).max() <= problem.params.ref_tol
