@@ -201,8 +201,9 @@ def source_hash(cls: Any) -> str:
 
 FRAMEWORK = REPO_ROOT / "bibench"
 # Modules of the package that never change a row's values: the CLI, the analysis, the speed
-# bench, the dry-run planner, and the store, sweep and executors (they move rows, exactly)
-NOT_RESULTS = ("commands", "analysis", "cli.py", "bench.py", "plan.py", "testing.py",
+# bench, the dry-run planner, the store, sweep and executors (they move rows, exactly), and
+# the paper modules (they choose configs, whose every value is in the run id, and read rows)
+NOT_RESULTS = ("commands", "analysis", "papers", "cli.py", "bench.py", "plan.py", "testing.py",
                "store.py", "sweep.py", "executors.py")  # fmt: skip
 
 

@@ -177,6 +177,7 @@ def test_framework_hash_covers_the_sources_that_make_rows(tmp_path, monkeypatch)
     (copy / "commands" / "report.py").write_text("# edited\n")  # the CLI: no row changes
     (copy / "plan.py").write_text("# edited\n")
     (copy / "store.py").write_text("# edited\n")
+    (copy / "papers" / "core.py").write_text("# edited\n")  # configs and verdicts only
     assert registry.framework_hash() == base
     with open(copy / "oracle.py", "a") as fh:
         fh.write("# edited\n")

@@ -208,9 +208,12 @@ def _config(data: dict, out: Path, label: str, device: str | None) -> config.Run
         data["device"] = device
     cfg = config.from_mapping(data)
     discover(cfg.plugins)
-    cfg.problems = _known(cfg.problems, PROBLEMS, "problem")
-    cfg.algorithms = _known(cfg.algorithms, ALGORITHMS, "algorithm")
-    if not cfg.problems or not cfg.algorithms:
+    grids = cfg.blocks or [cfg]  # with experiments: blocks, the blocks are the runs
+    for grid in grids:
+        grid.problems = _known(grid.problems, PROBLEMS, "problem")
+        grid.algorithms = _known(grid.algorithms, ALGORITHMS, "algorithm")
+    cfg.blocks = [g for g in cfg.blocks if g.problems and g.algorithms]
+    if not any(g.problems and g.algorithms for g in grids):
         raise UserError(f"nothing to run for {label}: its problems or algorithms are not "
                         "registered")  # fmt: skip
     return cfg
