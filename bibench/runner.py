@@ -285,25 +285,41 @@ def _hashable_fields(params: Any) -> tuple[tuple[str, Any], ...]:
     return tuple(dataclasses.asdict(params).items())
 
 
-def _static_columns(spec: RunSpec, device: torch.device, batch_size: int) -> dict[str, Any]:
-    cols: dict[str, Any] = {
-        "run_id": spec.run_id,
-        "problem": spec.problem,
-        "algorithm": spec.algorithm,
-        "seed": spec.seed,
-        "label": spec.label(),
+def _static_columns(specs: list[RunSpec], device: torch.device) -> dict[str, list[Any]]:
+    """The columns every row of a run repeats, as one list over the batch's runs (each
+    parameter object's fields read once: the runs of a batch share them)."""
+    fields: dict[int, tuple[tuple[str, Any], ...]] = {}
+
+    def fields_of(params: Any) -> tuple[tuple[str, Any], ...]:
+        if id(params) not in fields:
+            fields[id(params)] = _fields(params)
+        return fields[id(params)]
+
+    def per_run(params: list[Any], prefix: str) -> dict[str, list[Any]]:
+        rows = [fields_of(p) for p in params]
+        return {f"{prefix}{k}": [row[j][1] for row in rows] for j, (k, _) in enumerate(rows[0])}
+
+    n = len(specs)
+    constant = {
         "device": str(device),
-        "batch_size": batch_size,
-        "budget": spec.budget.max_calls,
-        "config_id": spec.config_id,
-        "provenance": spec.provenance,
-        "bibench_version": __version__,
-        "torch_version": torch.__version__,
-        "hostname": platform.node(),
+        "batch_size": n,
+        "budget": specs[0].budget.max_calls,
     }
-    cols.update({f"prob_{k}": v for k, v in _fields(spec.problem_params)})
-    cols.update({f"hp_{k}": v for k, v in _fields(spec.hyper)})
-    return cols
+    return {
+        "run_id": [s.run_id for s in specs],
+        "problem": [s.problem for s in specs],
+        "algorithm": [s.algorithm for s in specs],
+        "seed": [s.seed for s in specs],
+        "label": [s.label() for s in specs],
+        **{k: [v] * n for k, v in constant.items()},
+        "config_id": [s.config_id for s in specs],
+        "provenance": [s.provenance for s in specs],
+        "bibench_version": [__version__] * n,
+        "torch_version": [torch.__version__] * n,
+        "hostname": [platform.node()] * n,
+        **per_run([s.problem_params for s in specs], "prob_"),
+        **per_run([s.hyper for s in specs], "hp_"),
+    }
 
 
 class _Recorder:
@@ -327,7 +343,7 @@ class _Recorder:
                 col.append(np.full(self.n, np.nan))
 
     def frames(
-        self, static: list[dict[str, Any]], status: list[str], errors: list[str]
+        self, static: dict[str, list[Any]], status: list[str], errors: list[str]
     ) -> list[pd.DataFrame]:
         """One frame per run, cut from one batch-wide frame (so that pandas builds and
         infers each column once, not once per run)."""
@@ -337,21 +353,27 @@ class _Recorder:
             lengths = due.sum(1)
         else:  # failed before the first checkpoint: one row with only ``step``
             data, lengths = {"step": np.zeros(self.n, dtype=np.int64)}, np.ones(self.n, int)
-        per_run = {k: [row[k] for row in static] for k in static[0]}
-        per_run.update(status=status, error=errors)
+        per_run = {**static, "status": status, "error": errors}
         for k, values in per_run.items():
             kind = {type(v) for v in values}
             if len(kind) == 1 and kind <= {int, float, bool}:  # the dtype a scalar would get
                 data[k] = np.repeat(np.array(values), lengths)
             else:  # strings and the rest: object columns (arrow strings slice 3x slower)
-                column = [v for v, m in zip(values, lengths.tolist()) for _ in range(m)]
-                data[k] = pd.Series(column, dtype=object)
+                column = np.empty(self.n, dtype=object)
+                for r, v in enumerate(values):  # one by one: a tuple value stays one cell
+                    column[r] = v
+                data[k] = pd.Series(np.repeat(column, lengths), dtype=object)
         table = pd.DataFrame(data)
         ends = np.cumsum(lengths)
-        return [
-            table.iloc[end - length : end].reset_index(drop=True)
-            for end, length in zip(ends.tolist(), lengths.tolist())
-        ]
+        # row slices of the one table (no per-run copy: a run's rows are its own), each
+        # re-indexed from 0 with a shared RangeIndex (immutable)
+        index = {m: pd.RangeIndex(m) for m in set(lengths.tolist())}
+        frames = []
+        for end, length in zip(ends.tolist(), lengths.tolist()):
+            frame = table.iloc[end - length : end]
+            frame.index = index[length]
+            frames.append(frame)
+        return frames
 
 
 def _metric_divergence(
@@ -382,7 +404,7 @@ def _metric_divergence(
 
 def failed_frames(specs: list[RunSpec], device: str | torch.device, reason: str):
     """One ``failed`` row per run, for a batch that never returned (its worker died)."""
-    static = [_static_columns(s, torch.device(device), len(specs)) for s in specs]
+    static = _static_columns(specs, torch.device(device))
     return _Recorder(len(specs)).frames(static, ["failed"] * len(specs), [reason] * len(specs))
 
 
@@ -409,7 +431,7 @@ def execute_batch(
     device = torch.device(device)
     first = specs[0]
     n = len(specs)
-    static = [_static_columns(s, device, n) for s in specs]
+    static = _static_columns(specs, device)
     record = _Recorder(n)
     status = ["running"] * n
     errors = [""] * n
