@@ -402,6 +402,13 @@ def _metric_divergence(
     return reasons
 
 
+def _bounded(state: Any) -> torch.Tensor:
+    """Per run, whether every iterate entry is below ``BLOWUP`` in absolute value, ``(R,)``
+    (False for NaN and inf too: one test for non-finite and blow-up)."""
+    iterates = torch.cat([state.x.flatten(1), state.y.flatten(1)], 1)
+    return (iterates.abs() < BLOWUP).all(-1)
+
+
 def failed_frames(specs: list[RunSpec], device: str | torch.device, reason: str):
     """One ``failed`` row per run, for a batch that never returned (its worker died)."""
     static = _static_columns(specs, torch.device(device))
@@ -459,10 +466,6 @@ def execute_batch(
         no_grad = torch.no_grad()
 
         while True:
-            with no_grad:
-                # |v| < BLOWUP is False for NaN and inf too: one test for non-finite and blow-up
-                iterates = torch.cat([state.x.flatten(1), state.y.flatten(1)], 1)
-                bounded = iterates.abs() < BLOWUP
             # Fast path: when every call so far counted for every run, the totals are one
             # host integer; if it reaches no checkpoint nor the budget, made progress, and
             # every active run is finite, the full check below would change nothing.
@@ -477,14 +480,18 @@ def execute_batch(
             )
             if fast:
                 with no_grad:
-                    ok = bounded.all() if stopped is None else (bounded.all(-1) | stopped).all()
+                    if stopped is None:  # the largest |entry|, NaN if any is: no (R, d) copy
+                        top = torch.maximum(state.x.abs().max(), state.y.abs().max())
+                        ok = top < BLOWUP
+                    else:
+                        ok = (_bounded(state) | stopped).all()
                 fast = bool(ok)
             last_uniform = uniform
             if fast:
                 last_total = uniform
             else:
                 with no_grad:
-                    finite = bounded.all(-1).to(torch.int64)
+                    finite = _bounded(state).to(torch.int64)
                     counts = torch.stack([*(oracle.counts[t] for t in ORACLE_TYPES), finite])
                     packed = counts.cpu().numpy()  # the one host read
                 counts, finite = packed[:-1], packed[-1].astype(bool)
