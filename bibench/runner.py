@@ -20,12 +20,14 @@ leading run dimension. :func:`execute_batch` owns the loop:
   ``failed``, recorded but retried on the next ``run``).
 
 Cost (see ``bibench bench``): per step the harness reads one packed ``(9, R)`` tensor
-(call counts, finiteness) from the device, which is synchronised for the clock anyway;
-checkpoint rows are kept as per-checkpoint arrays and cut into per-run frames once at
-the end. Batch size: ``plan(..., "auto")`` caps a batch by memory, from a probe of the
-memory one run adds (:func:`memory_per_run`) against the free memory
-(:func:`available_memory`). Rows never depend on the batch size: every run draws its
-randomness from its own counter-based stream.
+(call counts, finiteness) from the device, which is synchronised for the clock anyway,
+or, between checkpoints while every call counted for every run, one scalar (the largest
+``|iterate|`` entry); checkpoint rows are kept as per-checkpoint arrays, put in one
+batch table at the end and handed out as per-run row slices of it (no per-run copy),
+with the columns a run repeats built once per batch. Batch size: ``plan(..., "auto")``
+caps a batch by memory, from a probe of the memory one run adds (:func:`memory_per_run`)
+against the free memory (:func:`available_memory`). Rows never depend on the batch
+size: every run draws its randomness from its own counter-based stream.
 """
 
 from __future__ import annotations

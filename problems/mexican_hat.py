@@ -138,7 +138,8 @@ class HatLowerLevel(Problem):
     """Base of the Mexican-hat family: the lower level ``g`` above and its ground truth.
 
     A subclass's ``build`` calls :meth:`set_lower_level` and defines ``f`` and the
-    optimistic selection.
+    optimistic selection. The moving pieces at ``x`` and the lower-level terms at
+    ``(x, y)`` are computed once for repeated calls at the same tensors (:func:`last_call`).
     """
 
     regime = "manifold"
