@@ -9,9 +9,10 @@ import pandas as pd
 import pytest
 import torch
 
-from bibench import Algorithm, HyperParams, State, register_algorithm
+from bibench import Algorithm, HyperParams, State
 from bibench.config import Budget, RunConfig, expand
 from bibench.oracle import Oracle
+from bibench.registry import ALGORITHMS
 from bibench.runner import execute_batch
 
 
@@ -67,10 +68,11 @@ class PoisonHyper(HyperParams):
     poison: str = "nan"  # what x turns into: nan, inf or -inf
 
 
-@register_algorithm("poison_gd")
 class PoisonGD(Algorithm):
-    """Lower-level gradient descent whose x turns NaN or inf at a given step (a test plugin)."""
+    """Lower-level gradient descent whose x turns NaN or inf at a given step (a test plugin,
+    registered only inside the test that uses it)."""
 
+    name = "poison_gd"
     Hyper = PoisonHyper
 
     def init(self, problem, oracle, x0, y0, rng):
@@ -85,10 +87,12 @@ class PoisonGD(Algorithm):
 
 
 @pytest.mark.parametrize("poison", ["nan", "inf", "-inf"])
-def test_fast_path_stops_a_non_finite_run_at_the_step_it_turns(poison):
+def test_fast_path_stops_a_non_finite_run_at_the_step_it_turns(poison, monkeypatch):
     """Steps 37 and 61 lie between checkpoints (the calls grid 1, 2, 3, 4, 5, 7, ... x 1.25
     has 34, 43, 54, 68): the first poisoned run is caught by the whole-batch bound check
     (no run stopped yet), the second by the per-run one (a run has stopped)."""
+    monkeypatch.setitem(ALGORITHMS.entries, PoisonGD.name, PoisonGD)
+    monkeypatch.setitem(ALGORITHMS.files, PoisonGD.name, __file__)
     cfg = RunConfig(
         problems=[("quadratic", {})],
         algorithms=[("poison_gd", {"poison_at": [37.0, 61.0, 1e9], "poison": poison})],
