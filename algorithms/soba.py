@@ -72,12 +72,17 @@ class SOBA(Algorithm):
 
     def init(self, problem, oracle, x0, y0, rng):
         self.oracle = oracle
+        hp = self.hp
+        # constant steps (the default) skip the schedule: (t + 1)^0 = 1 exactly
+        self.decaying = any(bool((torch.as_tensor(d) != 0).any()) for d in (hp.decay_x, hp.decay_y))
         return SOBAState(x0, y0, torch.zeros_like(y0), 0)
 
     def step(self, state):
         hp = self.hp
         x, y, z, t = state.x, state.y, state.z, state.t
         d_y, d_z, d_x = soba_directions(self.oracle, x, y, z)
-        rho = hp.lr_y * (t + 1.0) ** -hp.decay_y
-        gamma = hp.lr_x * (t + 1.0) ** -hp.decay_x
+        rho, gamma = hp.lr_y, hp.lr_x
+        if self.decaying:
+            rho = rho * (t + 1.0) ** -hp.decay_y
+            gamma = gamma * (t + 1.0) ** -hp.decay_x
         return SOBAState(x - gamma * d_x, y - rho * d_y, z - rho * d_z, t + 1)

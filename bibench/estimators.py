@@ -43,12 +43,6 @@ def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a * b).sum(-1, keepdim=True)
 
 
-def _safe_div(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
-    """num / den with 0 where den == 0 (a run whose residual is exactly 0 stays put)."""
-    ok = den != 0
-    return torch.where(ok, num / torch.where(ok, den, torch.ones_like(den)), torch.zeros_like(num))
-
-
 def neumann(alpha: float | torch.Tensor, n_terms: int) -> LinearSolver:
     r"""Truncated Neumann series :math:`\alpha\sum_{k=0}^{Q-1}(I-\alpha H)^k b`
     (Ghadimi & Wang 2018; Ji, Yang, Liang 2021). Converges to :math:`H^{-1}b` as
@@ -86,11 +80,15 @@ def _cg(
         live = rr > floor
         if active is not None:
             live = live & active[:, None]
-        alpha = torch.where(live, _safe_div(rr, _dot(p, hp)), torch.zeros_like(rr))
+        # alpha = rr / <p, Hp> on live runs, 0 elsewhere and where <p, Hp> = 0 (a singular
+        # H); the quotient's other entries are discarded. The step ratio needs no guard:
+        # a live run has rr > floor >= 0.
+        php = _dot(p, hp)
+        alpha = torch.where(live & (php != 0), rr / php, 0.0)
         v = v + alpha * p
         r = r - alpha * hp
         rr_new = torch.where(live, _dot(r, r), rr)
-        p = torch.where(live, r + _safe_div(rr_new, rr) * p, p)
+        p = torch.where(live, r + (rr_new / rr) * p, p)
         rr = rr_new
     return v
 

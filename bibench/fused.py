@@ -2,12 +2,15 @@ r"""Hand-fused loops: the limit ``bibench bench --parts limit`` compares the har
 
 Each loop is what a researcher would write for one algorithm on one problem with no
 framework: plain torch on the ``(R, d)`` iterates, no oracle object, no counting, no
-checkpoints, and every term that depends on ``x`` alone computed once per outer step
-(the harness's oracles cannot know that ``x`` did not change between calls). The
-arithmetic is otherwise the algorithm's own, so the iterates agree with
-:func:`bibench.runner.execute_batch` to rounding (tests/test_fused.py checks 1e-12 in
-float64); only deterministic instances (``batch_size = 0``, ``noise_std = 0``) have a
-fused loop.
+checkpoints, and every term that depends on ``x`` alone computed once per outer step,
+every term of ``(x, y)`` once per point (the hat's oracles get the same through
+:func:`problems.mexican_hat.last_call`; the quadratic's recompute their affine terms).
+It makes the algorithm's oracle calls, per type and step, with the hyperparameters as
+Python floats (one point for the whole batch) and CG without bibench's guard against
+zero curvature (two small ops per iteration). The arithmetic is otherwise the
+algorithm's own, so the iterates agree with :func:`bibench.runner.execute_batch` to
+rounding (tests/test_fused.py checks 1e-12 in float64); only deterministic instances
+(``batch_size = 0``, ``noise_std = 0``) have a fused loop.
 
 Per problem, :func:`lower_level` returns the closures an outer step needs at a fixed
 ``x``; per algorithm, a loop advances ``(x, y, ...)``:

@@ -68,6 +68,10 @@ class Oracle:
         self._uniform_total = 0  # calls counted for every run
         self._masked = False  # whether a call counted for some runs only (``active``)
         self._epochs: dict[str, tuple[torch.Tensor, int]] = {}  # which -> (perm, used)
+        # fixed per instance, read on every call: whether any call draws a minibatch, and
+        # the samples a full-sum call of each type adds
+        self._draws = self._minibatch("f") or self._minibatch("g")
+        self._full = {k: max(self._n(_SAMPLE_SET.get(k, "g")), 1) for k in ORACLE_TYPES}
 
     def _flush(self) -> None:
         for t, k in self._pending.items():
@@ -131,8 +135,7 @@ class Oracle:
 
     # -- bookkeeping ----------------------------------------------------------------
     def _count(self, kind: str, batch: Batch, active: torch.Tensor | None) -> None:
-        which = _SAMPLE_SET.get(kind, "g")
-        used = batch.shape[-1] if batch is not None else max(self._n(which), 1)
+        used = batch.shape[-1] if batch is not None else self._full[kind]
         if active is None:
             self._pending[kind] += 1
             self._pending_samples += used
@@ -154,7 +157,8 @@ class Oracle:
         return out
 
     def _call(self, kind: str, batch: Batch, active: torch.Tensor | None, *args: torch.Tensor):
-        batch = self._batch(kind, batch)
+        if self._draws:
+            batch = self._batch(kind, batch)
         self._count(kind, batch, active)
         out = getattr(self.problem, kind)(*args, batch=batch)
         return out if kind in ("f", "g") else self._noisy(out)

@@ -21,12 +21,14 @@ leading run dimension, and so do the instances of a problem that stacks them
   ``failed``, recorded but retried on the next ``run``).
 
 Cost (see ``bibench bench``): per step the harness reads one packed ``(9, R)`` tensor
-(call counts, finiteness) from the device, which is synchronised for the clock anyway;
-checkpoint rows are kept as per-checkpoint arrays and cut into per-run frames once at
-the end. Batch size: ``plan(..., "auto")`` caps a batch by memory, from a probe of the
-memory one run adds (:func:`memory_per_run`) against the free memory
-(:func:`available_memory`). Rows never depend on the batch size: every run draws its
-randomness from its own counter-based stream.
+(call counts, finiteness) from the device, which is synchronised for the clock anyway,
+or, between checkpoints while every call counted for every run, one scalar (the largest
+``|iterate|`` entry); checkpoint rows are kept as per-checkpoint arrays, put in one
+batch table at the end and handed out as per-run row slices of it (no per-run copy),
+with the columns a run repeats built once per batch. Batch size: ``plan(..., "auto")``
+caps a batch by memory, from a probe of the memory one run adds (:func:`memory_per_run`)
+against the free memory (:func:`available_memory`). Rows never depend on the batch
+size: every run draws its randomness from its own counter-based stream.
 """
 
 from __future__ import annotations
@@ -300,25 +302,41 @@ def _hashable_fields(params: Any) -> tuple[tuple[str, Any], ...]:
     return tuple(dataclasses.asdict(params).items())
 
 
-def _static_columns(spec: RunSpec, device: torch.device, batch_size: int) -> dict[str, Any]:
-    cols: dict[str, Any] = {
-        "run_id": spec.run_id,
-        "problem": spec.problem,
-        "algorithm": spec.algorithm,
-        "seed": spec.seed,
-        "label": spec.label(),
+def _static_columns(specs: list[RunSpec], device: torch.device) -> dict[str, list[Any]]:
+    """The columns every row of a run repeats, as one list over the batch's runs (each
+    parameter object's fields read once: the runs of a batch share them)."""
+    fields: dict[int, tuple[tuple[str, Any], ...]] = {}
+
+    def fields_of(params: Any) -> tuple[tuple[str, Any], ...]:
+        if id(params) not in fields:
+            fields[id(params)] = _fields(params)
+        return fields[id(params)]
+
+    def per_run(params: list[Any], prefix: str) -> dict[str, list[Any]]:
+        rows = [fields_of(p) for p in params]
+        return {f"{prefix}{k}": [row[j][1] for row in rows] for j, (k, _) in enumerate(rows[0])}
+
+    n = len(specs)
+    constant = {
         "device": str(device),
-        "batch_size": batch_size,
-        "budget": spec.budget.max_calls,
-        "config_id": spec.config_id,
-        "provenance": spec.provenance,
-        "bibench_version": __version__,
-        "torch_version": torch.__version__,
-        "hostname": platform.node(),
+        "batch_size": n,
+        "budget": specs[0].budget.max_calls,
     }
-    cols.update({f"prob_{k}": v for k, v in _fields(spec.problem_params)})
-    cols.update({f"hp_{k}": v for k, v in _fields(spec.hyper)})
-    return cols
+    return {
+        "run_id": [s.run_id for s in specs],
+        "problem": [s.problem for s in specs],
+        "algorithm": [s.algorithm for s in specs],
+        "seed": [s.seed for s in specs],
+        "label": [s.label() for s in specs],
+        **{k: [v] * n for k, v in constant.items()},
+        "config_id": [s.config_id for s in specs],
+        "provenance": [s.provenance for s in specs],
+        "bibench_version": [__version__] * n,
+        "torch_version": [torch.__version__] * n,
+        "hostname": [platform.node()] * n,
+        **per_run([s.problem_params for s in specs], "prob_"),
+        **per_run([s.hyper for s in specs], "hp_"),
+    }
 
 
 class _Recorder:
@@ -342,7 +360,7 @@ class _Recorder:
                 col.append(np.full(self.n, np.nan))
 
     def frames(
-        self, static: list[dict[str, Any]], status: list[str], errors: list[str]
+        self, static: dict[str, list[Any]], status: list[str], errors: list[str]
     ) -> list[pd.DataFrame]:
         """One frame per run, cut from one batch-wide frame (so that pandas builds and
         infers each column once, not once per run)."""
@@ -352,21 +370,27 @@ class _Recorder:
             lengths = due.sum(1)
         else:  # failed before the first checkpoint: one row with only ``step``
             data, lengths = {"step": np.zeros(self.n, dtype=np.int64)}, np.ones(self.n, int)
-        per_run = {k: [row[k] for row in static] for k in static[0]}
-        per_run.update(status=status, error=errors)
+        per_run = {**static, "status": status, "error": errors}
         for k, values in per_run.items():
             kind = {type(v) for v in values}
             if len(kind) == 1 and kind <= {int, float, bool}:  # the dtype a scalar would get
                 data[k] = np.repeat(np.array(values), lengths)
             else:  # strings and the rest: object columns (arrow strings slice 3x slower)
-                column = [v for v, m in zip(values, lengths.tolist()) for _ in range(m)]
-                data[k] = pd.Series(column, dtype=object)
+                column = np.empty(self.n, dtype=object)
+                for r, v in enumerate(values):  # one by one: a tuple value stays one cell
+                    column[r] = v
+                data[k] = pd.Series(np.repeat(column, lengths), dtype=object)
         table = pd.DataFrame(data)
         ends = np.cumsum(lengths)
-        return [
-            table.iloc[end - length : end].reset_index(drop=True)
-            for end, length in zip(ends.tolist(), lengths.tolist())
-        ]
+        # row slices of the one table (no per-run copy: a run's rows are its own), each
+        # re-indexed from 0 with a shared RangeIndex (immutable)
+        index = {m: pd.RangeIndex(m) for m in set(lengths.tolist())}
+        frames = []
+        for end, length in zip(ends.tolist(), lengths.tolist()):
+            frame = table.iloc[end - length : end]
+            frame.index = index[length]
+            frames.append(frame)
+        return frames
 
 
 def _metric_divergence(
@@ -395,9 +419,16 @@ def _metric_divergence(
     return reasons
 
 
+def _bounded(state: Any) -> torch.Tensor:
+    """Per run, whether every iterate entry is below ``BLOWUP`` in absolute value, ``(R,)``
+    (False for NaN and inf too: one test for non-finite and blow-up)."""
+    iterates = torch.cat([state.x.flatten(1), state.y.flatten(1)], 1)
+    return (iterates.abs() < BLOWUP).all(-1)
+
+
 def failed_frames(specs: list[RunSpec], device: str | torch.device, reason: str):
     """One ``failed`` row per run, for a batch that never returned (its worker died)."""
-    static = [_static_columns(s, torch.device(device), len(specs)) for s in specs]
+    static = _static_columns(specs, torch.device(device))
     return _Recorder(len(specs)).frames(static, ["failed"] * len(specs), [reason] * len(specs))
 
 
@@ -425,7 +456,7 @@ def execute_batch(
     device = torch.device(device)
     first = specs[0]
     n = len(specs)
-    static = [_static_columns(s, device, n) for s in specs]
+    static = _static_columns(specs, device)
     record = _Recorder(n)
     status = ["running"] * n
     errors = [""] * n
@@ -453,10 +484,6 @@ def execute_batch(
         no_grad = torch.no_grad()
 
         while True:
-            with no_grad:
-                # |v| < BLOWUP is False for NaN and inf too: one test for non-finite and blow-up
-                iterates = torch.cat([state.x.flatten(1), state.y.flatten(1)], 1)
-                bounded = iterates.abs() < BLOWUP
             # Fast path: when every call so far counted for every run, the totals are one
             # host integer; if it reaches no checkpoint nor the budget, made progress, and
             # every active run is finite, the full check below would change nothing.
@@ -471,14 +498,18 @@ def execute_batch(
             )
             if fast:
                 with no_grad:
-                    ok = bounded.all() if stopped is None else (bounded.all(-1) | stopped).all()
+                    if stopped is None:  # the largest |entry|, NaN if any is: no (R, d) copy
+                        top = torch.maximum(state.x.abs().max(), state.y.abs().max())
+                        ok = top < BLOWUP
+                    else:
+                        ok = (_bounded(state) | stopped).all()
                 fast = bool(ok)
             last_uniform = uniform
             if fast:
                 last_total = uniform
             else:
                 with no_grad:
-                    finite = bounded.all(-1).to(torch.int64)
+                    finite = _bounded(state).to(torch.int64)
                     counts = torch.stack([*(oracle.counts[t] for t in ORACLE_TYPES), finite])
                     packed = counts.cpu().numpy()  # the one host read
                 counts, finite = packed[:-1], packed[-1].astype(bool)

@@ -45,6 +45,16 @@ def test_cg_warm_start_from_solution_stays_there():
     assert (v - exact).abs().max() < 1e-12
 
 
+def test_cg_on_a_direction_of_zero_curvature_stays_put():
+    """Run 0 has H = 0, so <p, Hp> = 0 on its first direction: its step is 0 (not inf or
+    NaN) and v stays 0; run 1 (H = 2I) is solved in one step, v = b / 2, untouched by it."""
+    h = torch.stack([torch.zeros(3, 3), 2.0 * torch.eye(3)])
+    b = torch.ones(2, 3)
+    v = cg(3)(Counting(h), b)
+    assert v[0].tolist() == [0.0, 0.0, 0.0]
+    assert v[1].tolist() == [0.5, 0.5, 0.5]
+
+
 def test_cg_tolerance_freezes_converged_runs_per_run():
     # run 0 is the identity (converges in 1 step), run 1 needs 5
     h = torch.stack([torch.eye(5), spd(1, 5, 0.1, 1.0)[0]])

@@ -160,3 +160,21 @@ def test_divergence_is_detected_on_the_measured_metrics():
         assert error.endswith(f"at step {df['step'].iloc[-1]}")
         assert len(df) >= 3 and df["oracle_calls"].iloc[-1] < 10_000
         assert df["step"].is_monotonic_increasing and not df.duplicated("step").any()
+
+
+def test_each_run_gets_its_own_frame_indexed_from_zero():
+    """The frames are cut from one batch table: each holds only its run's rows, indexed
+    0..n-1, and writing into one leaves the others as they were."""
+    frames = execute_batch(specs([("aid_cg", {"lr_x": [0.1, 50.0]})], seeds=[0, 1], budget=600))
+    assert len({f["run_id"].iloc[0] for f in frames}) == 4
+    for frame in frames:
+        assert frame["run_id"].nunique() == 1 and frame["seed"].nunique() == 1
+        assert frame.index.tolist() == list(range(len(frame)))
+        assert frame["step"].is_monotonic_increasing and frame["step"].iloc[0] == 0
+    done, diverged = frames[0], frames[2]  # lr_x = 50 stops early: frames of unequal length
+    assert len(diverged) < len(done)
+    kept = frames[1]["phi"].copy()
+    done.loc[:, "phi"] = -1.0
+    done["extra"] = 1
+    pd.testing.assert_series_equal(frames[1]["phi"], kept)
+    assert "extra" not in frames[1].columns
