@@ -30,6 +30,7 @@ every matrix and vector above, per-sample or not, then carries the run dimension
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import torch
 
@@ -101,7 +102,7 @@ class Quadratic(Problem):
         m0 = jac.T @ c @ jac + jac.T @ d + d.T @ jac
         m0 = 0.5 * (m0 + m0.T)
         qx, _ = torch.linalg.qr(randn(dx, dx))
-        eig_phi = torch.logspace(0, torch.log10(torch.tensor(p.cond_phi)).item(), dx).double()
+        eig_phi = torch.logspace(0, math.log10(p.cond_phi), dx, dtype=torch.float64)
         mmat = qx @ torch.diag(eig_phi) @ qx.T
         pmat = mmat - m0
         mvec = jac.T @ c @ y0 + d.T @ y0 + jac.T @ lc + lin_p

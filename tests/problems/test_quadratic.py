@@ -28,3 +28,15 @@ def test_phi_star_is_the_minimum_and_the_hessian_of_phi_has_the_declared_spectru
     # the lower level is strongly convex with the declared condition number
     a_eig = torch.linalg.eigvalsh(problem.A)
     assert abs(a_eig[-1].item() / a_eig[0].item() - problem.params.cond) < 1e-8
+
+
+def test_the_instance_does_not_depend_on_torch_default_dtype():
+    old = torch.get_default_dtype()
+    try:
+        torch.set_default_dtype(torch.float32)
+        a = get_problem("quadratic")()
+    finally:
+        torch.set_default_dtype(old)
+    b = get_problem("quadratic")()
+    tensors = [k for k, v in vars(a).items() if isinstance(v, torch.Tensor)]
+    assert tensors and all(torch.equal(getattr(a, k), getattr(b, k)) for k in tensors)
