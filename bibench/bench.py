@@ -287,15 +287,19 @@ def harness_overhead(
 
 
 def default_benchmark(
-    config: str | Path, device: str, plugins: list[str], threads: int = 0
+    config: str | Path, device: str, plugins: list[str], threads: int = 0,
+    results: str | Path | None = None,
 ) -> dict[str, Any]:
-    """(c): ``bibench run --config CONFIG`` in a fresh process, into a temporary folder
-    (with ``threads`` torch threads, through ``OMP_NUM_THREADS``, when not 0)."""
+    """(c): ``bibench run --config CONFIG`` in a fresh process, into a temporary folder or
+    the fresh folder ``results`` (with ``threads`` torch threads, through
+    ``OMP_NUM_THREADS``, when not 0)."""
     config = Path(config)
     if not config.is_file():
         raise UserError(f"config file not found: {config}")
+    if results is not None and Path(results).exists() and any(Path(results).iterdir()):
+        raise UserError(f"--results {results} is not empty: a timed run starts from nothing")
     with tempfile.TemporaryDirectory(prefix="bibench-bench-") as tmp:
-        out = str(Path(tmp) / "results")
+        out = str(results or Path(tmp) / "results")
         times = Path(tmp) / "batch_times.txt"  # the workers' per-batch times
         cmd = [
             sys.executable,

@@ -77,6 +77,9 @@ def register(sub) -> None:
         default=",".join(DEFAULT_PARTS),
         help=f"subset of {','.join(PARTS)} (default {','.join(DEFAULT_PARTS)})",
     )
+    p.add_argument("--results", metavar="DIR",
+                   help="part default: keep the timed run's results in DIR (a fresh folder; "
+                        "default a temporary one)")  # fmt: skip
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--plugin", action="append", default=[], metavar="FILE.py")
     p.add_argument("--out", default="results/bench", help="folder for bench.json and CSVs")
@@ -191,7 +194,7 @@ def _bench(
         )
     if "default" in parts:
         report.default = bench.default_benchmark(
-            args.config, device.type, args.plugin, args.threads
+            args.config, device.type, args.plugin, args.threads, results=args.results
         )
         d = report.default
         print(

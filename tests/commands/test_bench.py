@@ -42,6 +42,8 @@ def bench_out(tmp_path_factory):
             str(config),
             "--out",
             str(out),
+            "--results",
+            str(tmp / "kept"),
         ]
     )
     assert code == 0
@@ -83,6 +85,15 @@ def test_default_benchmark_ran_every_run_of_the_config(bench_out):
     default = json.loads((bench_out / "bench.json").read_text())["default"]
     assert default["runs"] == 2 and default["statuses"] == {"done": 2}
     assert default["wall_seconds"] > 0
+    kept = pd.read_parquet(bench_out.parent / "kept")  # --results keeps the timed run's rows
+    assert kept["run_id"].nunique() == 2 and kept["oracle_calls"].max() >= 300
+
+
+def test_default_benchmark_refuses_a_results_folder_with_files(tmp_path, capsys):
+    (tmp_path / "old.txt").write_text("x")
+    assert main(["bench", "--parts", "default", "--results", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"bibench: error: --results {tmp_path} is not empty: a timed run starts from nothing")
 
 
 def test_batch_sizes_double_up_to_the_cap():
