@@ -20,8 +20,9 @@ ed., Springer 2006, eq. (3.4) and Alg. 3.1, with :math:`c_1 = 10^{-4}`)
 the last term a float64 round-off allowance: near the solution the true decrease is
 below what ``obj`` resolves, and a full Newton step must still be accepted there. It
 stops when every run has :math:`\|\nabla_k\| \le` ``tol`` or after ``max_iter`` steps
-(the caller reports the residual it reached). With ``coords`` only those coordinates
-move: :math:`\nabla_k` is the gradient restricted to them and :math:`d_k` a step on them.
+(the caller reports the residual it reached); a run already there takes no step. With
+``coords`` only those coordinates move: :math:`\nabla_k` is the gradient restricted to
+them and :math:`d_k` a step on them.
 How :math:`d_k` is computed (a Cholesky solve of a dense Hessian, CG on HVPs) is the
 caller's choice.
 
@@ -69,14 +70,16 @@ def damped_newton(
     """
     for _ in range(max_iter):
         g = grad(y) if coords is None else grad(y)[:, coords]
-        if bool((torch.linalg.vector_norm(g, dim=-1) <= tol).all()):
+        todo = (torch.linalg.vector_norm(g, dim=-1) > tol)[:, None]
+        if not bool(todo.any()):
             return y
+        # a solved run stays put, so that its answer does not depend on its batch
         if coords is None:
-            step = direction(y, g)
+            step = torch.where(todo, direction(y, g), 0.0)
             slope = (g * step).sum(-1)
         else:
             step = torch.zeros_like(y)
-            step[:, coords] = direction(y, g)
+            step[:, coords] = torch.where(todo, direction(y, g), 0.0)
             slope = (g * step[:, coords]).sum(-1)
         f0 = obj(y)
         t = torch.ones_like(f0)

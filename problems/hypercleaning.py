@@ -66,6 +66,7 @@ from bibench.data.cleaning import CleaningParams, CleaningProblem
 from bibench.data.models import ParamLayout, linear_logits
 from bibench.data.tabular import DATASETS, load_tabular
 from bibench.estimators import cg
+from bibench.newton import WarmStart, damped_newton
 from bibench.problem import take
 
 
@@ -108,13 +109,14 @@ class Hypercleaning(CleaningProblem):
         d, k = data.a_train.shape[1], data.n_classes
         self.layout = ParamLayout({"W": (d, k), "b": (k,)})
         self.dim_y = self.layout.size
-        self._cache: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._y_star = WarmStart(self._solve, self.dim_y)
         self._uniform_y: torch.Tensor | None = None
 
     @classmethod
     def stack(cls, instances):
         out = super().stack(instances)
-        out._cache, out._uniform_y = None, None  # reference solutions of the first instance
+        out._y_star = WarmStart(out._solve, out.dim_y)  # not the first instance's solutions
+        out._uniform_y = None
         return out
 
     def logits(self, y, split, idx):
@@ -192,41 +194,24 @@ class Hypercleaning(CleaningProblem):
 
     # -- reference solve (ground truth) ----------------------------------------------
     def _solve(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Damped Newton–CG on the full sum from ``y`` (Armijo backtracking per run)."""
-        solver_iters = 4 * self.dim_y
-        for _ in range(self.max_newton):
-            grad = self.grad_y_g(x, y)
-            gnorm = torch.linalg.vector_norm(grad, dim=-1)
-            todo = gnorm > self.params.ref_tol  # a solved run stays put
-            if not bool(todo.any()):
-                return y
+        """Damped Newton–CG on the full sum from ``y`` (:func:`bibench.newton.damped_newton`,
+        Armijo backtracking per run; a solved run stays put)."""
+        ref_tol = self.params.ref_tol
+
+        def direction(y_: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
             # inexact Newton: a CG tolerance that tightens with the gradient, down to what
             # the stopping test needs (a tighter one is out of reach in float64); per run,
             # by solving for step / tol with tolerance 1 (CG is invariant to that scaling)
-            tol = torch.clamp(gnorm * torch.clamp(gnorm, max=0.1), min=0.1 * self.params.ref_tol)
-            hvp = lambda v, active=None, y=y: self.hvp_yy_g(x, y, v)  # noqa: E731
-            step = cg(solver_iters, 1.0)(hvp, -grad / tol[:, None]) * tol[:, None]
-            step = torch.where(todo[:, None], step, torch.zeros_like(step))
-            g0, slope = self.g(x, y), (grad * step).sum(-1)
-            t = torch.ones_like(g0)
-            for _ in range(40):
-                ok = self.g(x, y + t[:, None] * step) <= g0 + 1e-4 * t * slope + 1e-15 * g0.abs()
-                if bool(ok.all()):
-                    break
-                t = torch.where(ok, t, 0.5 * t)
-            y = y + t[:, None] * step
-        return y
+            gnorm = torch.linalg.vector_norm(grad, dim=-1)
+            tol = torch.clamp(gnorm * torch.clamp(gnorm, max=0.1), min=0.1 * ref_tol)[:, None]
+            hvp = lambda v, active=None: self.hvp_yy_g(x, y_, v)  # noqa: E731
+            return cg(4 * self.dim_y, 1.0)(hvp, -grad / tol) * tol
+
+        return damped_newton(lambda y_: self.g(x, y_), lambda y_: self.grad_y_g(x, y_),
+                             direction, y, tol=ref_tol, max_iter=self.max_newton)  # fmt: skip
 
     def y_star(self, x):
-        if self._cache is not None and self._cache[0].shape == x.shape:
-            if torch.equal(self._cache[0], x):
-                return self._cache[1]
-            y0 = self._cache[1]
-        else:
-            y0 = torch.zeros(x.shape[0], self.dim_y, dtype=x.dtype, device=x.device)
-        ys = self._solve(x, y0)
-        self._cache = (x.clone(), ys)
-        return ys
+        return self._y_star(x)
 
     def hypergrad(self, x):
         ys = self.y_star(x)

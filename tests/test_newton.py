@@ -50,6 +50,16 @@ def test_stops_at_once_when_every_gradient_is_below_tol():
     assert damped_newton(obj, grad, newton_step, y0, tol=10.0, max_iter=5) is y0
 
 
+def test_a_solved_run_takes_no_step_while_another_still_needs_one():
+    # run 1 starts at |grad| = 1e-3 / sqrt(1 + 1e-6) < tol = 1e-2: it must stay exactly put
+    # (a Newton step would take it to about -1e-9), whatever run 0 still needs
+    y0 = torch.tensor([[2.0], [1e-3]], dtype=torch.float64)
+    y = damped_newton(obj, grad, newton_step, y0, tol=1e-2, max_iter=1)
+    assert y[1, 0].item() == 1e-3 and y[0, 0].item() == -0.5
+    alone = damped_newton(obj, grad, newton_step, y0[1:], tol=1e-2, max_iter=1)
+    assert torch.equal(alone, y[1:])
+
+
 def test_coords_move_only_the_masked_coordinates():
     y0 = torch.tensor([[2.0, 3.0]])
     coords = torch.tensor([True, False])
