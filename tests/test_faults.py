@@ -205,14 +205,19 @@ def test_ten_kill_9_at_random_moments_and_inside_writes(plugin, reference, tmp_p
     assert set(starts) == set(keys.values())
 
 
+def _interruptible() -> None:
+    """Ctrl-C as from a terminal: a test session started in the background (``cmd &`` in a
+    script) ignores SIGINT, and a child would inherit that and finish the grid."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_sigint_stops_cleanly_and_the_rerun_completes(plugin, reference, tmp_path):
     out, marks = tmp_path / "out", tmp_path / "marks"
     proc = subprocess.Popen([sys.executable, "-m", "bibench.cli", *cli(out, plugin)],
-                            env=env(marks, 0.08), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
-    # the second batch started; 0.08 s a step leaves it seconds to run, so that a busy
-    # machine cannot finish the whole grid before the signal lands
-    wait_for(lambda: len(marks_of(marks)) > 4, proc)
+                            env=env(marks, 0.02), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_interruptible)  # fmt: skip
+    wait_for(lambda: len(marks_of(marks)) > 4, proc)  # the second batch started
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130
