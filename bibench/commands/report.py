@@ -76,19 +76,11 @@ def register(sub) -> None:
 
 
 def _seed_claims(folder: Path) -> str:
-    """The claims section: each paper's claims from ``folder`` (full runs where stored,
-    else the ``--quick`` ones), or why a paper is absent."""
+    """The claims section: the table and a line per note."""
     from bibench.analysis.tables import to_markdown
-    from bibench.papers import PAPERS, check, claims_table
+    from bibench.papers import claims_table, stored_claims
 
-    rows, notes = [], []
-    for name in PAPERS:
-        quick = not (folder / name).is_dir() and (folder / f"{name}-quick").is_dir()
-        got, _, why = check([name], folder, quick=quick, stored=True, progress=False)
-        rows += got
-        notes += why
-        if got and quick:
-            notes.append(f"{name}: from the --quick runs (smoke evidence)")
+    rows, notes = stored_claims(folder)
     text = to_markdown(claims_table(rows)) if rows else "No paper's runs are stored here.\n"
     return text + "".join(f"\n- note: {n}" for n in notes) + "\n"
 

@@ -21,7 +21,7 @@ from bibench import config
 from bibench.papers import bgs, chen, hgms, unibio
 from bibench.papers.core import Claim, config_path, run_experiment, stored_experiment
 
-__all__ = ["PAPERS", "check", "claims_table"]
+__all__ = ["PAPERS", "check", "claims_table", "stored_claims"]
 
 PAPERS: dict[str, ModuleType] = {"unibio": unibio, "bgs": bgs, "hgms": hgms, "chen": chen}
 
@@ -74,6 +74,21 @@ def check(
             continue
         rows += paper.claims(pd.concat(frames, ignore_index=True), context)
     return rows, failed, notes
+
+
+def stored_claims(folder: Path) -> tuple[list[Claim], list[str]]:
+    """Every paper's claims from the runs stored in ``folder`` (``bibench claims --out``),
+    computing nothing: the full runs where stored, else the ``--quick`` ones. Returns the
+    claims and a note per paper that is absent or comes from the quick runs."""
+    rows, notes = [], []
+    for name in PAPERS:
+        quick = not (folder / name).is_dir() and (folder / f"{name}-quick").is_dir()
+        got, _, why = check([name], folder, quick=quick, stored=True, progress=False)
+        rows += got
+        notes += why
+        if got and quick:
+            notes.append(f"{name}: from the --quick runs (smoke evidence)")
+    return rows, notes
 
 
 def claims_table(claims: list[Claim]) -> pd.DataFrame:

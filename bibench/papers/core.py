@@ -222,11 +222,15 @@ def _config(data: dict, out: Path, label: str, device: str | None) -> config.Run
 def stored_experiment(data: dict, out: Path, *, label: str) -> tuple[pd.DataFrame, int]:
     """The stored rows of an experiment's runs in ``out``, computing nothing; and how many
     of its runs are not stored (yet)."""
-    specs = config.expand(_config(data, out, label, None))
-    ids = {s.run_id for s in specs}
-    df = store.load(out) if out.is_dir() else pd.DataFrame({"run_id": []})
-    df = df[df["run_id"].isin(ids)]
+    ids = {s.run_id for s in config.expand(_config(data, out, label, None))}
+    df = _rows_of(out, ids) if out.is_dir() else pd.DataFrame({"run_id": []})
     return df, len(ids - set(df["run_id"]))
+
+
+def _rows_of(out: Path, ids: set[str]) -> pd.DataFrame:
+    """The stored rows of the runs ``ids`` in ``out`` (other runs there are left out)."""
+    df = store.load(out)
+    return df[df["run_id"].isin(ids)]
 
 
 def run_experiment(
@@ -248,6 +252,4 @@ def run_experiment(
         print(f"bibench: {msg}", file=sys.stderr)
     if on_summary:
         on_summary(summary.line())
-    ids = {s.run_id for s in specs}
-    df = store.load(cfg.out)
-    return df[df["run_id"].isin(ids)], bool(summary.failed)
+    return _rows_of(Path(cfg.out), {s.run_id for s in specs}), bool(summary.failed)
